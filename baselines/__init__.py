@@ -1,0 +1,1 @@
+"""Built-in de-identification methods (classic baselines and ROFI)."""

@@ -1,0 +1,1 @@
+"""Corpus generation: sampling plan, backends (procedural; diffusion), leakage filter, data cards."""

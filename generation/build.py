@@ -1,0 +1,186 @@
+"""Build a procedural corpus folder: resumable, parallel, deterministic.
+
+Layout while building: ``<out>/.build/config.json`` (the plan's config) and one
+``<out>/.build/done/<identity>.json`` per finished identity, written atomically after its PNGs.
+A killed build resumes from those files; ``dataset.json`` is written last, so its presence means
+the corpus is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mema.corpus.schema import ImageRecord, Provenance
+from mema.corpus.store import DATASET_JSON, load_info, write_index
+from mema.generation.plan import CorpusConfig, IdentityPlan, make_plan
+from mema.imageio import atomic_write_bytes, write_png
+
+BUILD_DIR = ".build"
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def default_root() -> Path:
+    """Where named corpora are cached: ``$MEMA_HOME/corpora`` (default ``~/.cache/mema/corpora``)."""
+    home = Path(os.environ.get("MEMA_HOME", Path.home() / ".cache" / "mema")).expanduser()
+    return home / "corpora"
+
+
+def corpus_dir(cfg: CorpusConfig) -> Path:
+    return default_root() / f"{cfg.name}-{cfg.version}"
+
+
+# --- worker side -------------------------------------------------------------------------------
+
+_renderer = None
+
+
+def _init_worker(cfg_json: str) -> None:
+    global _renderer
+    import torch
+
+    torch.set_num_threads(1)  # one process per core; deterministic conv results across runs
+    from mema.generation.procedural import ProceduralRenderer
+
+    _renderer = ProceduralRenderer(CorpusConfig.model_validate_json(cfg_json))
+
+
+def _render(plan_json: str):
+    plan = IdentityPlan.model_validate_json(plan_json)
+    return _renderer.render(plan)
+
+
+# --- main side ---------------------------------------------------------------------------------
+
+
+def _weights_used() -> dict[str, str]:
+    from mema.weights import entry
+
+    return {name: entry(name).sha256 for name in ("dcgan_digiface", "face_landmarker", "age_v1", "gender_v1")}
+
+
+def _save_identity(root: Path, rendered, weights: dict[str, str]) -> list[dict]:
+    plan = rendered.plan
+    records = []
+    for photo in rendered.photos:
+        file_name = f"{photo.id}.png"
+        sha = write_png(root / photo.split / file_name, photo.image)
+        mask_file = mask_sha = None
+        if photo.mask is not None:
+            mask_file = f"masks/{photo.split}/{photo.id}.png"
+            mask_sha = write_png(root / mask_file, photo.mask)
+        rec = ImageRecord(
+            file_name=file_name,
+            id=photo.id,
+            sha256=sha,
+            split=photo.split,
+            identity=plan.identity,
+            disease=plan.disease,
+            severity=plan.severity,
+            age=rendered.age,
+            gender=rendered.gender,
+            width=photo.image.shape[1],
+            height=photo.image.shape[0],
+            mask_file=mask_file,
+            mask_sha256=mask_sha,
+            provenance=Provenance(backend="procedural", generator="dcgan-digiface+signs-v1", seed=photo.seed, attempt=photo.attempt, weights=weights),
+        )
+        records.append(rec.model_dump(mode="json"))
+    done = {"identity": plan.identity, "records": records, "embedding": [float(x) for x in rendered.embedding]}
+    atomic_write_bytes(root / BUILD_DIR / "done" / f"{plan.identity}.json", json.dumps(done).encode())
+    return records
+
+
+def build_corpus(
+    cfg: CorpusConfig,
+    out: Path | None = None,
+    *,
+    workers: int = 2,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Build (or resume, or reuse) the corpus for ``cfg``; returns its folder."""
+    root = Path(out) if out is not None else corpus_dir(cfg)
+    build = root / BUILD_DIR
+    cfg_path = build / "config.json"
+    if force and root.exists():
+        shutil.rmtree(root)
+    if (root / DATASET_JSON).exists():
+        info = load_info(root)
+        if info.builder.get("config_sha256") == cfg.sha256():
+            return root
+        raise BuildError(f"{root} holds a different corpus ({info.name} {info.version}); pass --force to rebuild it or choose --out")
+    if cfg_path.exists():
+        previous = CorpusConfig.model_validate_json(cfg_path.read_text())
+        if previous.sha256() != cfg.sha256():
+            raise BuildError(f"{root} holds a partial build with other settings; pass --force to start over or choose --out")
+    elif root.exists() and any(root.iterdir()):
+        raise BuildError(f"{root} exists and is not a MeMa build folder; choose an empty --out")
+    build.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(cfg_path, cfg.model_dump_json(indent=2).encode())
+
+    plans = make_plan(cfg)
+    done_dir = build / "done"
+    done_dir.mkdir(exist_ok=True)
+    finished = {p.stem for p in done_dir.glob("*.json")}
+    todo = [p for p in plans if p.identity not in finished]
+    weights = _weights_used()
+    t0 = time.time()
+    bar = tqdm(total=len(plans), initial=len(plans) - len(todo), desc=f"build {cfg.name}", unit="id", disable=not progress)
+    if todo:
+        if workers > 1:
+            ctx = mp.get_context("spawn")  # MediaPipe and torch do not survive fork safely
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg.model_dump_json(),)) as pool:
+                for rendered in pool.imap_unordered(_render, [p.model_dump_json() for p in todo], chunksize=4):
+                    _save_identity(root, rendered, weights)
+                    bar.update(1)
+        else:
+            _init_worker(cfg.model_dump_json())
+            try:
+                for plan in todo:
+                    _save_identity(root, _render(plan.model_dump_json()), weights)
+                    bar.update(1)
+            finally:
+                _renderer.close()
+    bar.close()
+    build_seconds = time.time() - t0
+
+    records, embeddings = [], {}
+    for plan in plans:
+        done = json.loads((done_dir / f"{plan.identity}.json").read_text())
+        records += [ImageRecord.model_validate(r) for r in done["records"]]
+        embeddings[plan.identity] = (plan.split, np.array(done["embedding"], dtype=np.float32))
+
+    from mema.generation.card import write_card_assets
+
+    card_body = write_card_assets(root, cfg, records, embeddings)
+    write_index(
+        root,
+        records,
+        name=cfg.name,
+        version=cfg.version,
+        description="Synthetic patient faces with procedurally drawn eye-disease signs (MeMa's eight classes).",
+        licence="Research only: derived from a DCGAN trained on DigiFace-1M (research-only licence)",
+        research_only=True,
+        builder={
+            "backend": "procedural",
+            "config_sha256": cfg.sha256(),
+            "seed": cfg.seed,
+            "mema_version": __import__("mema").__version__,
+            "python": platform.python_version(),
+            "last_run_seconds": round(build_seconds, 1),
+        },
+        card_body=card_body,
+    )
+    return root

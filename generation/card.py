@@ -1,0 +1,148 @@
+"""Data card and sample grids for a built corpus (the README.md body and ``card/*.png``)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from mema.corpus.schema import DISEASE_NAMES, DISEASES, ImageRecord
+from mema.corpus.verify import embedding_disjointness
+from mema.imageio import atomic_write_bytes, read_rgb, write_png
+from mema.weights import entry
+
+GRID_COLUMNS = 6
+
+
+def _grid(root: Path, recs: list[ImageRecord], columns: int) -> np.ndarray:
+    tiles = [read_rgb(root / r.split / r.file_name)[0] for r in recs]
+    h, w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // columns)
+    grid = np.full((rows * h, columns * w, 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        grid[(i // columns) * h : (i // columns + 1) * h, (i % columns) * w : (i % columns + 1) * w] = t
+    return grid
+
+
+def sample_for_grid(records: list[ImageRecord], disease: str, n: int) -> list[ImageRecord]:
+    """First photo of up to ``n`` training identities, severities interleaved (slight, mid, heavy, ...)."""
+    by_sev: dict[str, list[ImageRecord]] = defaultdict(list)
+    seen = set()
+    for r in sorted(records, key=lambda r: r.id):
+        if r.split == "train" and r.disease == disease and r.identity not in seen:
+            seen.add(r.identity)
+            by_sev[r.severity].append(r)
+    order = [by_sev[s] for s in ("none", "slight", "mid", "heavy") if by_sev[s]]
+    out = []
+    while len(out) < n and any(order):
+        for lst in order:
+            if lst and len(out) < n:
+                out.append(lst.pop(0))
+    return out
+
+
+def write_card_assets(root: Path, cfg, records: list[ImageRecord], embeddings: dict) -> str:
+    """Write ``card/`` grids and stats; return the Markdown body of the data card."""
+    card_dir = root / "card"
+    grids = []
+    for disease in DISEASES:
+        recs = sample_for_grid(records, disease, 2 * GRID_COLUMNS)
+        if recs:
+            write_png(card_dir / f"grid_{disease}.png", _grid(root, recs, GRID_COLUMNS))
+            grids.append(disease)
+    overview = [r for d in DISEASES for r in sample_for_grid(records, d, GRID_COLUMNS)]
+    if overview:
+        write_png(card_dir / "grid_all.png", _grid(root, overview, GRID_COLUMNS))
+
+    from mema.faces.recognisers import SFace
+
+    disjoint = embedding_disjointness(embeddings, SFace.info.reference_threshold)
+    ids_by_split = defaultdict(set)
+    for r in records:
+        ids_by_split[r.split].add(r.identity)
+    shared = {
+        f"{a}-{b}": len(ids_by_split[a] & ids_by_split[b])
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
+    }
+    gallery_ok = ids_by_split["gallery"] <= (ids_by_split["val"] | ids_by_split["test"])
+    stats = {
+        "identities_shared_between_splits": shared,
+        "gallery_identities_subset_of_eval": gallery_ok,
+        "embedding_disjointness": disjoint,
+    }
+    atomic_write_bytes(card_dir / "stats.json", json.dumps(stats, indent=2).encode())
+    return _markdown(cfg, records, stats, grids)
+
+
+def _markdown(cfg, records: list[ImageRecord], stats: dict, grids: list[str]) -> str:
+    splits = [s for s in ("train", "val", "test", "gallery") if any(r.split == s for r in records)]
+    counts = Counter((r.split, r.disease) for r in records)
+    lines = [
+        f"# {cfg.name} {cfg.version}",
+        "",
+        "Synthetic patient faces with procedurally drawn eye-disease signs in MeMa's eight classes, built by",
+        f"`mema-data build {'mini' if cfg.name == 'mema-mini' else cfg.name}` (MeMa procedural backend, seed {cfg.seed}).",
+        "",
+        "## What it is for",
+        "Testing pipelines and developing de-identification methods on any machine, offline.",
+        "**Not for clinical validation**: the signs are drawn by rules, not photographed, and the faces are",
+        "synthetic. No real person or patient is depicted.",
+        "",
+        "## How it was made",
+        f"- Identities: faces from a DCGAN (64x64, trained on DigiFace-1M) upscaled to {cfg.image_size} px; each photo of an",
+        f"  identity perturbs the identity's latent (sigma {cfg.latent_sigma}) and adds pose jitter (+-6 deg, +-5% scale, +-3 px)",
+        "  and photometric jitter (contrast, brightness, colour balance, noise).",
+        "- Eyes are located with MediaPipe FaceLandmarker and redrawn (sclera, iris, pupil, lids), because the",
+        "  generator's own eyes are too faint to carry signs. Signs: Ptosis = upper lid lowered over the iris;",
+        "  Strab = one iris displaced; TAO = lid retraction with sclera above the iris and lid swelling;",
+        "  Conj = reddened sclera with vessels; Uveitis = ciliary flush, clouded iris, small pupil;",
+        "  BCC = pearly nodule with rolled border and telangiectasia; SCC = red scaly plaque with crust.",
+        "  Severity slight / mid / heavy scales each sign. BCC and SCC images carry a lesion mask (MeMa-Seg analogue).",
+        "- Age and gender: predicted once per identity on its clean face by the Cydral age/gender models (CC0).",
+        "- Splits are identity-disjoint. Each val/test identity also has a gallery photo (a different photo of",
+        "  the same face) for face-matching attacks.",
+        "",
+        "## Licences",
+        "| part | licence |",
+        "|---|---|",
+    ]
+    for name in ("dcgan_digiface", "face_landmarker", "age_v1", "gender_v1", "sface_int8"):
+        e = entry(name)
+        lines.append(f"| {e.file} ({e.used_for.split(';')[0]}) | {e.licence} |")
+    lines += [
+        "",
+        "**The corpus is research-only**, because its faces come from a generator trained on DigiFace-1M.",
+        "",
+        "## Class balance (images)",
+        "| class | " + " | ".join(splits) + " |",
+        "|---|" + "---|" * len(splits),
+    ]
+    for d in DISEASES:
+        lines.append(f"| {d} ({DISEASE_NAMES[d]}) | " + " | ".join(str(counts[(s, d)]) for s in splits) + " |")
+    lines.append("| total | " + " | ".join(str(sum(counts[(s, d)] for d in DISEASES)) for s in splits) + " |")
+    ages = np.array([r.age for r in records if r.age is not None])
+    genders = Counter(r.gender for r in records)
+    emb = stats["embedding_disjointness"]
+    lines += [
+        "",
+        f"Lesion masks: {sum(r.mask_file is not None for r in records)}. Age (years): median {np.median(ages):.0f},",
+        f"5-95% {np.percentile(ages, 5):.0f}-{np.percentile(ages, 95):.0f}. Gender: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(genders.items())) + ".",
+        "",
+        "## Identity disjointness",
+        "- By identity id, identities shared between splits: "
+        + ", ".join(f"{k} {v}" for k, v in stats["identities_shared_between_splits"].items())
+        + f"; gallery identities all from val/test: {stats['gallery_identities_subset_of_eval']}.",
+        f"- By face embedding (SFace, one photo per identity, {sum(emb['n_identities'].values())} identities): minimum"
+        f" cross-split L2 {emb['min_l2']}; near-duplicates (L2 < {emb['near_duplicate_threshold']}): {len(emb['near_duplicates'])}.",
+    ]
+    for pair, v in emb["pairs"].items():
+        lines.append(
+            f"  - {pair}: min L2 {v['min_l2']}, {v['below_reference_threshold']} of {v['n_pairs']} pairs under SFace's"
+            " published same-person threshold (synthetic faces are less distinct than real people)."
+        )
+    lines += ["", "## Sample grids (training images, severities interleaved)", "![all classes](card/grid_all.png)", ""]
+    lines += [f"- {d}: ![{d}](card/grid_{d}.png)" for d in grids]
+    return "\n".join(lines) + "\n"

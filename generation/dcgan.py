@@ -1,0 +1,62 @@
+"""The offline face generator: a 64x64 DCGAN trained on DigiFace-1M (research-only licence).
+
+Weights come from the weights manifest (``dcgan_digiface``); the network is rebuilt here rather than
+imported so the carrier package's own dependencies (wandb, torchvision) are never needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from mema.weights import weight_path
+
+LATENT_DIM = 100
+
+
+class DCGANGenerator(nn.Module):
+    """The PyTorch-tutorial DCGAN generator (nz=100, ngf=64, nc=3): z -> 64x64 RGB in [-1, 1]."""
+
+    def __init__(self, nz: int = LATENT_DIM, ngf: int = 64, nc: int = 3):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ngf * 8),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf * 4),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf * 2),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(z)
+
+
+class FaceGenerator:
+    """Deterministic faces from latent vectors, upscaled to ``size`` px (Lanczos)."""
+
+    def __init__(self, size: int = 128):
+        self.size = size
+        net = DCGANGenerator()
+        state = torch.load(weight_path("dcgan_digiface"), map_location="cpu", weights_only=True)["netG_state_dict"]
+        net.load_state_dict(state)
+        self.net = net.eval()
+
+    @torch.no_grad()
+    def generate(self, z: np.ndarray) -> np.ndarray:
+        """(N, 100) latents -> (N, size, size, 3) uint8."""
+        x = self.net(torch.from_numpy(np.asarray(z, dtype=np.float32)).view(-1, LATENT_DIM, 1, 1))
+        arr = ((x.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).clip(0, 255).round().astype(np.uint8)
+        if self.size == arr.shape[1]:
+            return arr
+        return np.stack([np.asarray(Image.fromarray(a).resize((self.size, self.size), Image.LANCZOS)) for a in arr])

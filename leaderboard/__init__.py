@@ -1,0 +1,1 @@
+"""Leaderboard entries, validation and rendering."""

@@ -1,0 +1,51 @@
+"""Export a corpus's lesion-masked images to nnU-Net v2 raw format (2D natural images, lossless PNG).
+
+    Dataset{ID}_{Name}/dataset.json
+    Dataset{ID}_{Name}/imagesTr/{case}_0000.png   RGB (channel_names R, G, B, as nnU-Net's natural-image IO reads it)
+    Dataset{ID}_{Name}/labelsTr/{case}.png        0 background, 1 lesion
+    Dataset{ID}_{Name}/imagesTs, labelsTs         val/test lesion images, for evaluation
+    Dataset{ID}_{Name}/cases.json                 case -> corpus record id, split and disease
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from mema.corpus.store import Corpus
+from mema.imageio import atomic_write_bytes, write_png
+
+
+def export_nnunet(corpus: Corpus, out_root: Path, dataset_id: int = 501, name: str = "MeMaSeg") -> Path:
+    if not 1 <= dataset_id <= 999:
+        raise ValueError(f"nnU-Net dataset ids are 1..999, got {dataset_id}")
+    folder = Path(out_root) / f"Dataset{dataset_id:03d}_{name}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    cases: dict[str, dict] = {}
+    n_train = 0
+    for rec in sorted(corpus.records, key=lambda r: (r.split, r.id)):
+        if rec.mask_file is None or rec.split == "gallery":
+            continue
+        train = rec.split == "train"
+        case = f"{'tr' if train else 'ts'}_{len(cases):05d}"
+        img_dir, lab_dir = ("imagesTr", "labelsTr") if train else ("imagesTs", "labelsTs")
+        write_png(folder / img_dir / f"{case}_0000.png", corpus.load_image(rec))
+        write_png(folder / lab_dir / f"{case}.png", corpus.load_mask(rec))
+        cases[case] = {"id": rec.id, "split": rec.split, "disease": rec.disease}
+        n_train += train
+    if n_train == 0:
+        raise ValueError(f"corpus {corpus.info.name} has no training images with lesion masks to export")
+    info = {
+        "channel_names": {"0": "R", "1": "G", "2": "B"},
+        "labels": {"background": 0, "lesion": 1},
+        "numTraining": n_train,
+        "file_ending": ".png",
+        "name": name,
+        "description": f"Lesion masks of {corpus.info.name} {corpus.info.version} (manifest {corpus.info.manifest_sha256[:12]})",
+        "licence": corpus.info.licence,
+    }
+    atomic_write_bytes(folder / "dataset.json", json.dumps(info, indent=2).encode())
+    atomic_write_bytes(folder / "cases.json", json.dumps(cases, indent=1).encode())
+    return folder

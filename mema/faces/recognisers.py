@@ -1,0 +1,71 @@
+"""Face recognisers: aligned face crop -> L2-normalised identity embedding.
+
+Each recogniser declares its weights (manifest name), crop and distance, so results can record
+exactly what measured them. Thresholds are calibrated elsewhere (on a calibration split), never
+hard-coded into metrics; ``reference_threshold`` is only the upstream-published value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mema.faces.align import align_crop, five_points
+from mema.faces.landmarks import FaceLandmarks
+from mema.weights import weight_path, weight_record
+
+
+@dataclass(frozen=True)
+class RecogniserInfo:
+    name: str
+    weights: str  # manifest entry
+    dim: int
+    crop: str
+    reference_threshold: float  # upstream's same-person L2 threshold on normalised embeddings
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
+
+
+class SFace:
+    """OpenCV Zoo SFace (int8, 128-d) run with onnxruntime.
+
+    The model lists stale weight tensors as graph inputs that no node reads (the graph dequantises
+    its own int8 copies), and onnxruntime demands a value for each; inputs that no node consumes, or
+    that are initializers, are dropped before the session is built.
+    Pre-processing follows OpenCV's FaceRecognizerSF: 112x112 RGB, float 0..255, no mean.
+    """
+
+    # Upstream: same person when cosine > 0.363, i.e. L2 on unit vectors < sqrt(2 - 2 * 0.363).
+    info = RecogniserInfo("sface", "sface_int8", 128, "arcface-112 similarity crop from 5 landmarks", float(np.sqrt(2 - 2 * 0.363)))
+
+    def __init__(self, threads: int = 1):
+        import onnx
+        import onnxruntime as ort
+
+        model = onnx.load(str(weight_path(self.info.weights)))
+        consumed = {name for node in model.graph.node for name in node.input}
+        initializers = {t.name for t in model.graph.initializer}
+        keep = [i for i in model.graph.input if i.name in consumed and i.name not in initializers]
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    @property
+    def record(self) -> dict:
+        return {**weight_record(self.info.weights), "recogniser": self.info.name, "crop": self.info.crop}
+
+    def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 112, 112, 3) uint8 aligned crops -> (N, 128) unit embeddings."""
+        x = np.ascontiguousarray(crops.astype(np.float32).transpose(0, 3, 1, 2))
+        out = [self._session.run(None, {self._input: x[i : i + 1]})[0] for i in range(len(x))]
+        return l2_normalise(np.concatenate(out).reshape(len(x), -1))
+
+    def embed(self, rgb: np.ndarray, landmarks: FaceLandmarks) -> np.ndarray:
+        return self.embed_aligned(align_crop(rgb, five_points(landmarks))[None])[0]

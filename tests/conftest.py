@@ -1,0 +1,34 @@
+"""Shared fixtures. The corpus used here is the 'tiny' preset: a pipeline test size, too small to learn from."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MEMA_TORCH_THREADS", "1")
+
+import mema  # noqa: E402  (sets hub-offline variables)
+
+mema.runtime.set_torch_threads()
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    from mema.generation.build import build_corpus
+    from mema.generation.plan import PRESETS
+
+    root = tmp_path_factory.mktemp("corpora") / "tiny"
+    build_corpus(PRESETS["tiny"], root, workers=2, progress=False)
+    return root
+
+
+@pytest.fixture
+def corpus_copy(tiny_corpus, tmp_path) -> Path:
+    """A private copy of the tiny corpus that a test may damage."""
+    dest = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, dest, ignore=shutil.ignore_patterns(".build"))
+    return dest
