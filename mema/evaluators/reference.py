@@ -1,0 +1,145 @@
+"""Frozen reference evaluators of a corpus, trained or computed once and cached by corpus fingerprint.
+
+``$MEMA_HOME/evaluators/<name>-<version>-<manifest12>/`` holds:
+    landmarks.npz        MediaPipe points of every original image (NaN rows: no face found)
+    classifier.pt/.json  the eye-crop disease classifier and its training record
+    embeddings_<rec>.npz recogniser embeddings of the original images
+    thresholds.json      same-person thresholds per recogniser, calibrated at fixed FAR on val
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mema.corpus.schema import DISEASES
+from mema.corpus.store import Corpus
+from mema.faces.landmarks import FaceLandmarks
+from mema.imageio import atomic_write_bytes
+
+N_POINTS = 478
+CALIBRATION_FARS = (0.01, 0.001)
+
+
+def evaluator_home() -> Path:
+    home = Path(os.environ.get("MEMA_HOME", Path.home() / ".cache" / "mema")).expanduser()
+    return home / "evaluators"
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class ReferenceEvaluators:
+    def __init__(self, corpus: Corpus, *, progress: bool = True, device: str = "cpu"):
+        self.corpus = corpus
+        self.folder = evaluator_home() / corpus.fingerprint
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.device = device
+        self._landmarks: dict[str, np.ndarray] | None = None
+
+    # --- landmarks of originals ----------------------------------------------------------------
+    def landmarks(self) -> dict[str, np.ndarray]:
+        if self._landmarks is None:
+            path = self.folder / "landmarks.npz"
+            if path.exists():
+                data = np.load(path)
+                self._landmarks = dict(zip(data["ids"].tolist(), data["points"]))
+            else:
+                from mema.faces.landmarks import LandmarkDetector
+
+                ids, pts = [], []
+                with LandmarkDetector() as det:
+                    for rec in tqdm(self.corpus.records, desc="reference landmarks", unit="img", disable=not self.progress):
+                        lm = det.detect(self.corpus.load_image(rec))
+                        ids.append(rec.id)
+                        pts.append(lm.points if lm is not None else np.full((N_POINTS, 2), np.nan, np.float32))
+                _save_npz(path, ids=np.array(ids), points=np.stack(pts).astype(np.float32))
+                self._landmarks = dict(zip(ids, pts))
+        return self._landmarks
+
+    def landmarks_of(self, record_id: str) -> FaceLandmarks | None:
+        pts = self.landmarks().get(record_id)
+        return None if pts is None or np.isnan(pts).any() else FaceLandmarks(points=pts)
+
+    # --- disease classifier ----------------------------------------------------------------------
+    def eye_crops(self, records, images: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Periocular crops in the frame of each original's landmarks; (crops, has_face mask)."""
+        from mema.faces.eyecrop import CROP_H, CROP_W, apply_eye_crop, eye_crop_matrix
+
+        crops = np.zeros((len(records), CROP_H, CROP_W, 3), np.uint8)
+        ok = np.zeros(len(records), bool)
+        for i, rec in enumerate(records):
+            lm = self.landmarks_of(rec.id)
+            img = images[i] if images is not None else self.corpus.load_image(rec)
+            if lm is None:
+                continue
+            crops[i] = apply_eye_crop(img, eye_crop_matrix(lm))
+            ok[i] = True
+        return crops, ok
+
+    def classifier(self, *, epochs: int = 14, seed: int = 0):
+        from mema.evaluators.classifier import load_classifier, save_classifier, train_classifier
+
+        if (self.folder / "classifier.pt").exists():
+            return load_classifier(self.folder, self.device)
+        label = {d: i for i, d in enumerate(DISEASES)}
+        train = self.corpus.split("train")
+        val = self.corpus.split("val")
+        xtr, oktr = self.eye_crops(train)
+        xva, okva = self.eye_crops(val)
+        ytr = np.array([label[r.disease] for r in train])
+        yva = np.array([label[r.disease] for r in val])
+        result = train_classifier(xtr[oktr], ytr[oktr], xva[okva], yva[okva], epochs=epochs, seed=seed, device=self.device, progress=self.progress)
+        save_classifier(result, self.folder, {"corpus": self.corpus.fingerprint, "seed": seed, "width": 32,
+                                               "n_train": int(oktr.sum()), "n_val": int(okva.sum()),
+                                               "train_without_face": int((~oktr).sum())})
+        return load_classifier(self.folder, self.device)
+
+    # --- recogniser embeddings and calibrated thresholds -----------------------------------------
+    def embeddings(self, recogniser, name: str, splits=("val", "test", "gallery")) -> dict[str, np.ndarray]:
+        path = self.folder / f"embeddings_{name}.npz"
+        if path.exists():
+            data = np.load(path)
+            return dict(zip(data["ids"].tolist(), data["emb"]))
+        ids, embs = [], []
+        recs = [r for r in self.corpus.records if r.split in splits]
+        for rec in tqdm(recs, desc=f"reference embeddings ({name})", unit="img", disable=not self.progress):
+            lm = self.landmarks_of(rec.id)
+            ids.append(rec.id)
+            embs.append(recogniser.embed(self.corpus.load_image(rec), lm) if lm is not None else np.full(128, np.nan))
+        emb = np.stack(embs).astype(np.float32)
+        _save_npz(path, ids=np.array(ids), emb=emb)
+        return dict(zip(ids, emb))
+
+    def thresholds(self, recogniser, name: str) -> dict:
+        """Same-person thresholds at FAR 1% and 0.1%, calibrated on val photos vs the gallery."""
+        from mema.metrics.identity import accept_rate, calibrate_threshold, pairwise_l2
+
+        path = self.folder / "thresholds.json"
+        table = json.loads(path.read_text()) if path.exists() else {}
+        if name in table:
+            return table[name]
+        emb = self.embeddings(recogniser, name)
+        val = [r for r in self.corpus.split("val") if np.isfinite(emb[r.id]).all()]
+        gal = [r for r in self.corpus.split("gallery") if np.isfinite(emb[r.id]).all() and r.identity in {v.identity for v in val}]
+        d = pairwise_l2(np.stack([emb[r.id] for r in val]), np.stack([emb[r.id] for r in gal]))
+        same = np.array([[v.identity == g.identity for g in gal] for v in val])
+        genuine, impostor = d[same], d[~same]
+        entry = {"calibration": "val photos vs gallery photos of val identities", "n_genuine": int(len(genuine)),
+                 "n_impostor": int(len(impostor)), "reference_threshold": recogniser.info.reference_threshold}
+        for far in CALIBRATION_FARS:
+            t = calibrate_threshold(impostor, far)
+            entry[f"far_{far:g}"] = {"threshold": t, "tar": accept_rate(genuine, t), "far": accept_rate(impostor, t)}
+        table[name] = entry
+        atomic_write_bytes(path, json.dumps(table, indent=2).encode())
+        return entry
