@@ -32,3 +32,16 @@ def corpus_copy(tiny_corpus, tmp_path) -> Path:
     dest = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, dest, ignore=shutil.ignore_patterns(".build"))
     return dest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_mema_home(tmp_path_factory):
+    """Caches (evaluators, corpora) go to a per-session folder, never the user's ~/.cache/mema."""
+    home = tmp_path_factory.mktemp("mema_home")
+    old = os.environ.get("MEMA_HOME")
+    os.environ["MEMA_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("MEMA_HOME", None)
+    else:
+        os.environ["MEMA_HOME"] = old

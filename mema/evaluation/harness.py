@@ -1,0 +1,371 @@
+"""One evaluation run: anonymize (and restore) the evaluation split, then measure (docs/metrics.md).
+
+Stages, each timed:
+  anonymize    method outputs written as 8-bit PNG to ``outputs/`` (resumable: ``outputs.jsonl`` logs
+               each finished sample with its input and output hashes)
+  restore      reversible methods: right key -> ``restored/``, a wrong key -> ``wrongkey/``
+  measure      every metric is computed from the PNG files, never from in-memory floats
+
+Pixel-aligned protocol: a method returns an image in the input's frame, so crops for the classifier
+and recognisers are placed with the *original* image's landmarks. This is the strongest attacker
+for identity (it knows where the face was) and the clinician's view for utility.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import resource
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from mema.corpus.schema import DISEASES, ImageRecord
+from mema.corpus.store import Corpus
+from mema.evaluation.results import CorpusRef, Metric, Results, StageTiming
+from mema.imageio import read_rgb, write_png
+from mema.keys import Key, key_from_seed
+from mema.methods import Method, check_output
+
+TASKS = ("identity", "classification", "geometry", "reversibility")
+DEFAULT_RECOGNISERS = ("sface", "dlib-resnet")
+WRONG_KEY_SEED = 7_000_001  # the wrong key is derived from this seed, so it is the same in every run
+AGE_BANDS = ((0, 30, "<30"), (30, 50, "30-49"), (50, 200, ">=50"))
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: Literal["test", "val"] = "test"
+    tasks: list[str] = Field(default_factory=lambda: list(TASKS))
+    recognisers: list[str] = Field(default_factory=lambda: list(DEFAULT_RECOGNISERS))
+    batch_size: int = Field(default=32, ge=1)
+    limit: int | None = Field(default=None, ge=1)
+    seed: int = 0
+    far: float = Field(default=0.01, gt=0, lt=1)
+
+
+class EvalError(RuntimeError):
+    pass
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _environment(device: str) -> dict:
+    import torch
+
+    import mema
+
+    return {
+        "mema": mema.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": __import__("os").cpu_count(),
+        "device": device,
+    }
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _metric(values, n=None, ci=None, unit="", hib=None, note="") -> Metric:
+    v = None if values is None or not np.isfinite(values) else float(values)
+    return Metric(value=v, n=int(n or 0), ci95=ci, unit=unit, higher_is_better=hib, note=note)
+
+
+class Evaluation:
+    def __init__(self, corpus: Corpus, method: Method, out: Path, cfg: EvalConfig, key: Key | None = None,
+                 *, progress: bool = True, device: str = "cpu"):
+        from mema.evaluators.reference import ReferenceEvaluators
+
+        unknown = set(cfg.tasks) - set(TASKS)
+        if unknown:
+            raise EvalError(f"unknown task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}")
+        self.corpus, self.method, self.out, self.cfg = corpus, method, Path(out), cfg
+        self.progress, self.device = progress, device
+        self.key = key
+        if method.info.reversible and key is None:
+            from mema.keys import generate_key
+
+            self.key = generate_key()  # an ephemeral key; only its id is recorded
+        self.wrong_key = key_from_seed(WRONG_KEY_SEED)
+        self.ref = ReferenceEvaluators(corpus, progress=progress, device=device)
+        records = sorted(corpus.split(cfg.split), key=lambda r: r.id)
+        self.records: list[ImageRecord] = records[: cfg.limit] if cfg.limit else records
+        if not self.records:
+            raise EvalError(f"corpus {corpus.info.name} has no {cfg.split} images")
+        self.timings: dict[str, StageTiming] = {}
+
+    # --- stages -------------------------------------------------------------------------------
+    def _timed(self, name: str, n: int, fn):
+        t0 = time.time()
+        result = fn()
+        sec = time.time() - t0
+        self.timings[name] = StageTiming(seconds=round(sec, 3), images=n, images_per_s=round(n / sec, 2) if sec > 0 and n else None, peak_rss_mb=round(_rss_mb(), 1))
+        return result
+
+    def _log_path(self, stage: str) -> Path:
+        return self.out / f"{stage}.jsonl"
+
+    def _done(self, stage: str) -> dict[str, dict]:
+        done = {}
+        path = self._log_path(stage)
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line from a kill: that sample is redone
+                if (self.out / stage / f"{row['id']}.png").exists():
+                    done[row["id"]] = row
+        return done
+
+    def _run_stage(self, stage: str, source, transform) -> dict[str, dict]:
+        """Apply ``transform(images, ids)`` batch-wise to images from ``source(rec)``; resumable."""
+        done = self._done(stage)
+        todo = [r for r in self.records if r.id not in done]
+        folder = self.out / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        bs = self.cfg.batch_size
+        with open(self._log_path(stage), "a") as log, tqdm(total=len(self.records), initial=len(done), desc=stage, unit="img", disable=not self.progress) as bar:
+            for i in range(0, len(todo), bs):
+                batch = todo[i : i + bs]
+                ids = [r.id for r in batch]
+                inputs = np.stack([source(r) for r in batch])
+                outputs = check_output(self.method.info.name, inputs, transform(inputs, ids), ids, stage)
+                for rec, img in zip(batch, outputs):
+                    sha = write_png(folder / f"{rec.id}.png", img)
+                    row = {"id": rec.id, "output_sha256": sha}
+                    log.write(json.dumps(row) + "\n")
+                    done[rec.id] = row
+                log.flush()
+                bar.update(len(batch))
+        return done
+
+    def _load(self, stage: str, rec: ImageRecord) -> np.ndarray:
+        return read_rgb(self.out / stage / f"{rec.id}.png")[0]
+
+    def run(self) -> Results:
+        self.out.mkdir(parents=True, exist_ok=True)
+        n = len(self.records)
+        anonymized = self._timed("anonymize", n, lambda: self._run_stage(
+            "outputs", self.corpus.load_image, lambda x, ids: self.method.anonymize(x, key=self.key)))
+        reversible = self.method.info.reversible and "reversibility" in self.cfg.tasks
+        if reversible:
+            self._timed("restore", n, lambda: self._run_stage(
+                "restored", lambda r: self._load("outputs", r), lambda x, ids: self.method.restore(x, key=self.key)))
+            self._timed("restore_wrong_key", n, lambda: self._run_stage(
+                "wrongkey", lambda r: self._load("outputs", r), lambda x, ids: self.method.restore(x, key=self.wrong_key)))
+        metrics: dict[str, Metric] = {}
+        breakdowns: dict[str, dict[str, Metric]] = {}
+        per_sample: dict[str, dict] = {r.id: {"id": r.id, "identity": r.identity, "disease": r.disease,
+                                              "input_sha256": r.sha256, "output_sha256": anonymized[r.id]["output_sha256"]} for r in self.records}
+        evaluators: dict = {}
+        t0 = time.time()
+        outputs = {r.id: self._load("outputs", r) for r in self.records}
+        restored = {r.id: self._load("restored", r) for r in self.records} if reversible else None
+        wrong = {r.id: self._load("wrongkey", r) for r in self.records} if reversible else None
+        if "classification" in self.cfg.tasks:
+            evaluators["classifier"] = self._classification(outputs, restored, metrics, breakdowns, per_sample)
+        if "identity" in self.cfg.tasks:
+            evaluators["recognisers"] = self._identity(outputs, restored, wrong, metrics, breakdowns, per_sample)
+        if "geometry" in self.cfg.tasks:
+            self._geometry(outputs, metrics, per_sample)
+        if reversible:
+            self._fidelity(restored, metrics)
+        self.timings["measure"] = StageTiming(seconds=round(time.time() - t0, 3), images=n, images_per_s=round(n / (time.time() - t0), 2), peak_rss_mb=round(_rss_mb(), 1))
+        with open(self.out / "samples.jsonl", "w") as fh:
+            for r in self.records:
+                fh.write(json.dumps(per_sample[r.id], default=float) + "\n")
+        results = Results(
+            git_hash=_git_hash(),
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            corpus=CorpusRef(name=self.corpus.info.name, version=self.corpus.info.version,
+                             manifest_sha256=self.corpus.info.manifest_sha256, split=self.cfg.split, n_samples=n),
+            method=self.method.info.model_dump(mode="json"),
+            key_id=self.key.key_id if self.key is not None else None,
+            tasks=list(self.cfg.tasks),
+            evaluators=evaluators,
+            seeds={"evaluation": self.cfg.seed, "bootstrap": self.cfg.seed, "wrong_key": WRONG_KEY_SEED},
+            environment=_environment(self.device),
+            timings=self.timings,
+            metrics=metrics,
+            breakdowns=breakdowns,
+        )
+        (self.out / "results.json").write_text(results.model_dump_json(indent=2) + "\n")
+        return results
+
+    # --- measurements -------------------------------------------------------------------------
+    def _groups(self, idx: np.ndarray | None = None) -> np.ndarray:
+        g = np.array([r.identity for r in self.records])
+        return g if idx is None else g[idx]
+
+    def _ci(self, stat, idx: np.ndarray) -> tuple[float, float] | None:
+        from mema.metrics.stats import bootstrap_ci
+
+        return bootstrap_ci(lambda b: stat(idx[b]), len(idx), groups=self._groups(idx), seed=self.cfg.seed)
+
+    def _classification(self, outputs, restored, metrics, breakdowns, per_sample) -> dict:
+        from mema.evaluators.classifier import predict_proba
+        from mema.metrics.classification import cohen_kappa, macro_auroc, per_class_recall, sensitivity_specificity, top1
+
+        model, meta = self.ref.classifier()
+        recs = self.records
+        y = np.array([DISEASES.index(r.disease) for r in recs])
+        x_orig, ok = self.ref.eye_crops(recs)
+        x_out, _ = self.ref.eye_crops(recs, [outputs[r.id] for r in recs])
+        p_orig, p_out = predict_proba(model, x_orig, device=self.device), predict_proba(model, x_out, device=self.device)
+        pred_orig, pred_out = p_orig.argmax(1), p_out.argmax(1)
+        idx = np.flatnonzero(ok)
+        k = len(DISEASES)
+        metrics["classification.top1"] = _metric(top1(y[idx], pred_out[idx]), len(idx), self._ci(lambda i: top1(y[i], pred_out[i]), idx), hib=True)
+        metrics["classification.top1_original"] = _metric(top1(y[idx], pred_orig[idx]), len(idx), self._ci(lambda i: top1(y[i], pred_orig[i]), idx), hib=True,
+                                                          note="reference classifier on the untouched images")
+        metrics["classification.top1_drop"] = _metric(top1(y[idx], pred_orig[idx]) - top1(y[idx], pred_out[idx]), len(idx), unit="fraction", hib=False)
+        metrics["classification.kappa_vs_original"] = _metric(cohen_kappa(pred_orig[idx], pred_out[idx], k), len(idx),
+                                                              self._ci(lambda i: cohen_kappa(pred_orig[i], pred_out[i], k), idx), hib=True)
+        metrics["classification.auroc_macro"] = _metric(macro_auroc(y[idx], p_out[idx]), len(idx), self._ci(lambda i: macro_auroc(y[i], p_out[i]), idx), hib=True)
+        sens, spec = sensitivity_specificity(y[idx], pred_out[idx])
+        metrics["classification.sensitivity"] = _metric(sens, int((y[idx] != 0).sum()), hib=True, note="diseased predicted as any disease")
+        metrics["classification.specificity"] = _metric(spec, int((y[idx] == 0).sum()), hib=True, note="Normal predicted as Normal")
+        metrics["classification.no_face_in_original"] = _metric(float((~ok).sum()), len(recs), note="samples without original landmarks, left out of classification")
+        rec_by_class = per_class_recall(y[idx], pred_out[idx], k)
+        breakdowns["top1_by_disease"] = {d: _metric(rec_by_class[c], int((y[idx] == c).sum()), hib=True) for c, d in enumerate(DISEASES)}
+        breakdowns["top1_by_age"] = {}
+        breakdowns["top1_by_gender"] = {}
+        for lo, hi, label in AGE_BANDS:
+            sel = np.array([r.age is not None and lo <= r.age < hi for r in recs])[idx]
+            breakdowns["top1_by_age"][label] = _metric(top1(y[idx][sel], pred_out[idx][sel]) if sel.any() else None, int(sel.sum()), hib=True)
+        for g in ("female", "male"):
+            sel = np.array([r.gender == g for r in recs])[idx]
+            breakdowns["top1_by_gender"][g] = _metric(top1(y[idx][sel], pred_out[idx][sel]) if sel.any() else None, int(sel.sum()), hib=True)
+        for i, r in enumerate(recs):
+            per_sample[r.id].update(pred_original=DISEASES[pred_orig[i]], pred_output=DISEASES[pred_out[i]])
+        if restored is not None:
+            x_res, _ = self.ref.eye_crops(recs, [restored[r.id] for r in recs])
+            pred_res = predict_proba(model, x_res, device=self.device).argmax(1)
+            metrics["reversibility.top1_restored"] = _metric(top1(y[idx], pred_res[idx]), len(idx), hib=True)
+        return {k2: meta[k2] for k2 in ("arch", "sha256", "val_top1", "n_train", "epochs", "seed") if k2 in meta}
+
+    def _identity(self, outputs, restored, wrong, metrics, breakdowns, per_sample) -> dict:
+        from mema.faces.recognisers import get_recogniser
+        from mema.metrics.identity import accept_rate, l2_distance, rank1_match
+
+        info = {}
+        recs = self.records
+        gallery = [g for g in self.corpus.split("gallery")]
+        for name in self.cfg.recognisers:
+            rec_model = get_recogniser(name)
+            ref_emb = self.ref.embeddings(rec_model, name)
+            cal = self.ref.thresholds(rec_model, name)
+            far_key = f"far_{self.cfg.far:g}"
+            if far_key not in cal:
+                raise EvalError(f"no threshold calibrated at FAR {self.cfg.far}; available: {[k for k in cal if k.startswith('far_')]}")
+            tau = cal[far_key]["threshold"]
+            info[name] = {**rec_model.record, "threshold": tau, "far": self.cfg.far, "calibration": {k: v for k, v in cal.items()}}
+            gal = [g for g in gallery if np.isfinite(ref_emb[g.id]).all()]
+            g_emb = np.stack([ref_emb[g.id] for g in gal])
+            g_ids = np.array([g.identity for g in gal])
+            own_gallery = {g.identity: ref_emb[g.id] for g in gal}
+
+            def embed_all(images: dict) -> np.ndarray:
+                out = []
+                for r in tqdm(recs, desc=f"embed ({name})", unit="img", disable=not self.progress, leave=False):
+                    lm = self.ref.landmarks_of(r.id)
+                    out.append(rec_model.embed(images[r.id], lm) if lm is not None else np.full(g_emb.shape[1], np.nan))
+                return np.stack(out)
+
+            orig = np.stack([ref_emb[r.id] for r in recs])
+            out = embed_all(outputs)
+            ok = np.isfinite(orig).all(1) & np.isfinite(out).all(1)
+            idx = np.flatnonzero(ok)
+            ids = np.array([r.identity for r in recs])
+            dis = l2_distance(orig, out)
+            hit = np.zeros(len(recs), bool)
+            hit[idx] = rank1_match(out[idx], ids[idx], g_emb, g_ids)
+            hit_orig = np.zeros(len(recs), bool)
+            hit_orig[idx] = rank1_match(orig[idx], ids[idx], g_emb, g_ids)
+            genuine = np.array([np.linalg.norm(out[i] - own_gallery[ids[i]]) if ids[i] in own_gallery else np.nan for i in range(len(recs))])
+            p = f"identity.{name}"
+            metrics[f"{p}.id_dis"] = _metric(np.mean(dis[idx]), len(idx), self._ci(lambda i: dis[i].mean(), idx), unit="L2", hib=True)
+            metrics[f"{p}.same_person_rate"] = _metric(accept_rate(dis[idx], tau), len(idx), self._ci(lambda i: np.mean(dis[i] < tau), idx), hib=False,
+                                                       note=f"output vs its original under the FAR {self.cfg.far:g} threshold {tau:.4f}")
+            metrics[f"{p}.rank1_match"] = _metric(np.mean(hit[idx]), len(idx), self._ci(lambda i: hit[i].mean(), idx), hib=False, note=f"gallery of {len(gal)} photos")
+            metrics[f"{p}.protection_rate"] = _metric(1 - np.mean(hit[idx]), len(idx), self._ci(lambda i: 1 - hit[i].mean(), idx), hib=True)
+            metrics[f"{p}.rank1_match_original"] = _metric(np.mean(hit_orig[idx]), len(idx), hib=None, note="attack strength on untouched images")
+            gi = idx[np.isfinite(genuine[idx])]
+            metrics[f"{p}.tar_at_far"] = _metric(accept_rate(genuine[gi], tau), len(gi), hib=False, note=f"output vs own gallery photo, FAR {self.cfg.far:g}")
+            breakdowns[f"protection_{name}_by_disease"] = {
+                d: _metric(1 - np.mean(hit[idx][[recs[i].disease == d for i in idx]]) if any(recs[i].disease == d for i in idx) else None,
+                           sum(recs[i].disease == d for i in idx), hib=True) for d in DISEASES
+            }
+            for i, r in enumerate(recs):
+                per_sample[r.id][f"id_dis_{name}"] = None if not ok[i] else round(float(dis[i]), 5)
+                per_sample[r.id][f"rank1_hit_{name}"] = bool(hit[i])
+            if restored is not None:
+                res = embed_all(restored)
+                okr = np.flatnonzero(np.isfinite(orig).all(1) & np.isfinite(res).all(1))
+                dres = l2_distance(orig, res)
+                metrics[f"reversibility.{name}.id_dis_restored"] = _metric(np.mean(dres[okr]), len(okr), unit="L2", hib=False)
+                metrics[f"reversibility.{name}.same_person_rate_restored"] = _metric(accept_rate(dres[okr], tau), len(okr), hib=True)
+                wr = embed_all(wrong)
+                okw = np.flatnonzero(np.isfinite(wr).all(1) & np.isfinite(orig).all(1))
+                hitw = rank1_match(wr[okw], ids[okw], g_emb, g_ids)
+                metrics[f"reversibility.{name}.wrong_key_protection_rate"] = _metric(1 - np.mean(hitw), len(okw), hib=True)
+        return info
+
+    def _geometry(self, outputs, metrics, per_sample) -> None:
+        from mema.faces.landmarks import LandmarkDetector
+        from mema.metrics.geometry import gaze_error, landmark_error
+
+        errs = defaultdict(list)
+        detected = 0
+        with LandmarkDetector() as det:
+            for r in tqdm(self.records, desc="landmarks of outputs", unit="img", disable=not self.progress, leave=False):
+                lo = self.ref.landmarks_of(r.id)
+                lm = det.detect(outputs[r.id])
+                per_sample[r.id]["face_detected"] = lm is not None
+                if lm is None or lo is None:
+                    continue
+                detected += 1
+                for region, v in landmark_error(lo, lm).items():
+                    errs[region].append(v)
+                yaw, pitch = gaze_error(lo, lm)
+                errs["gaze_yaw"].append(yaw)
+                errs["gaze_pitch"].append(pitch)
+        n = len(self.records)
+        metrics["geometry.face_detected_rate"] = _metric(detected / n, n, note="MediaPipe finds a face in the output")
+        for region in ("eye", "mouth", "nose"):
+            v = np.array(errs[region])
+            metrics[f"geometry.landmark_error_{region}"] = _metric(v.mean() if len(v) else None, len(v), unit="inter-ocular", hib=False,
+                                                                   note=f"{n - len(v)} outputs without a detected face left out")
+        for k in ("gaze_yaw", "gaze_pitch"):
+            v = np.array(errs[k])
+            metrics[f"geometry.{k}_error"] = _metric(v.mean() if len(v) else None, len(v), unit="degrees", hib=False)
+
+    def _fidelity(self, restored, metrics) -> None:
+        from mema.metrics.image import psnr, ssim
+
+        ps = np.array([psnr(self.corpus.load_image(r), restored[r.id]) for r in self.records])
+        ss = np.array([ssim(self.corpus.load_image(r), restored[r.id]) for r in self.records])
+        finite = np.isfinite(ps)
+        metrics["reversibility.psnr"] = _metric(float(np.mean(np.minimum(ps, 100.0))), len(ps), unit="dB", hib=True,
+                                                note=f"{int((~finite).sum())} exact restorations counted as 100 dB")
+        metrics["reversibility.ssim"] = _metric(float(np.mean(ss)), len(ss), hib=True)

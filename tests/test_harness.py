@@ -1,0 +1,118 @@
+"""mema-eval end to end on the tiny corpus (a pipeline-test size: figures here mean nothing)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mema.corpus.store import load_corpus
+from mema.evaluation.harness import EvalConfig, Evaluation
+from mema.evaluation.report import write_report
+from mema.evaluation.results import Results
+from mema.keys import generate_key, write_key
+from mema.methods import get_method
+
+
+@pytest.fixture(scope="module")
+def identity_run(tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "identity"
+    ev = Evaluation(load_corpus(tiny_corpus), get_method("identity"), out, EvalConfig(), progress=False)
+    res = ev.run()
+    write_report(out, res, ev)
+    return out, res
+
+
+def test_results_json_is_typed_and_complete(identity_run):
+    out, res = identity_run
+    loaded = Results.model_validate_json((out / "results.json").read_text())
+    assert loaded.corpus.n_samples == 16 and loaded.method["name"] == "identity"
+    for name in ("sface", "dlib-resnet"):
+        assert loaded.evaluators["recognisers"][name]["sha256"]
+        assert loaded.metrics[f"identity.{name}.id_dis"].n > 0
+    assert loaded.evaluators["classifier"]["sha256"]
+    assert {"anonymize", "measure"} <= set(loaded.timings)
+    assert all(m.n >= 0 for m in loaded.metrics.values())
+    with pytest.raises(Exception):
+        Results.model_validate({**json.loads((out / "results.json").read_text()), "extra": 1})
+
+
+def test_identity_method_is_the_no_protection_reference(identity_run):
+    _, res = identity_run
+    m = res.metrics
+    for name in ("sface", "dlib-resnet"):
+        assert m[f"identity.{name}.id_dis"].value == pytest.approx(0.0, abs=1e-5)
+        assert m[f"identity.{name}.same_person_rate"].value == 1.0
+        assert m[f"identity.{name}.rank1_match"].value == m[f"identity.{name}.rank1_match_original"].value
+    assert m["classification.kappa_vs_original"].value == pytest.approx(1.0)
+    assert m["classification.top1"].value == m["classification.top1_original"].value
+    assert m["geometry.landmark_error_eye"].value == pytest.approx(0.0, abs=1e-6)
+
+
+def test_samples_jsonl_and_report(identity_run, tiny_corpus):
+    out, _ = identity_run
+    rows = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and all(r["input_sha256"] == r["output_sha256"] for r in rows)  # identity: same bytes
+    text = json.dumps(rows) + (out / "results.json").read_text()
+    assert str(tiny_corpus) not in text  # no local paths in results
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 17 and "protection" in page
+
+
+def test_reversible_method_restore_and_key(tiny_corpus, tmp_path):
+    key_file = tmp_path / "k.key"
+    key = generate_key()
+    write_key(key_file, key)
+    out = tmp_path / "shuffle"
+    r = subprocess.run(
+        [sys.executable, "-m", "mema.cli.eval", "--method", "tests.toy_methods:KeyedShuffle", "--dataset", str(tiny_corpus),
+         "--out", str(out), "--key", str(key_file), "--quiet", "--tasks", "identity,reversibility", "--recognisers", "sface"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    res = Results.model_validate_json((out / "results.json").read_text())
+    assert res.key_id == key.key_id
+    assert res.metrics["reversibility.psnr"].value == 100.0 and res.metrics["reversibility.ssim"].value == pytest.approx(1.0)
+    assert res.metrics["reversibility.sface.same_person_rate_restored"].value == 1.0
+    assert res.metrics["identity.sface.protection_rate"].value > 0.5
+    logs = r.stdout + r.stderr + (out / "results.json").read_text() + (out / "samples.jsonl").read_text()
+    assert key.secret.hex() not in logs and json.loads(key_file.read_text())["secret"] not in logs
+
+
+def test_resume_redoes_only_missing_samples(tiny_corpus, tmp_path):
+    corpus = load_corpus(tiny_corpus)
+    out = tmp_path / "blur"
+    cfg = EvalConfig(tasks=["classification"])
+    first = Evaluation(corpus, get_method("blur"), out, cfg, progress=False).run()
+    victim = sorted((out / "outputs").glob("*.png"))[3]
+    victim.unlink()
+    with open(out / "outputs.jsonl", "a") as fh:
+        fh.write('{"id": "torn')  # a torn line from a kill
+    second = Evaluation(corpus, get_method("blur"), out, cfg, progress=False).run()
+    assert victim.exists()
+    assert second.metrics["classification.top1"] == first.metrics["classification.top1"]
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--method", "nope"], "unknown method"),
+        (["--method", "tests.toy_methods:WrongShape"], "wrong-shape.outputs returned images of shape"),
+        (["--method", "identity", "--key", "/nonexistent.key"], "does not exist"),
+        (["--method", "identity", "--dataset", "/nonexistent-corpus"], "dataset.json: missing"),
+        (["--method", "identity", "--tasks", "identity,telepathy"], "unknown task"),
+    ],
+)
+def test_cli_errors_are_clear(tiny_corpus, tmp_path, args, match):
+    cmd = [sys.executable, "-m", "mema.cli.eval", "--quiet", "--out", str(tmp_path / "o")]
+    if "--dataset" not in args:
+        cmd += ["--dataset", str(tiny_corpus)]
+    r = subprocess.run(cmd + args, capture_output=True, text=True)
+    assert r.returncode == 2 and match in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_cli_ls_and_help():
+    r = subprocess.run([sys.executable, "-m", "mema.cli.eval", "ls"], capture_output=True, text=True)
+    assert r.returncode == 0 and all(n in r.stdout for n in ("identity", "mosaic", "dp-pix"))
+    h = subprocess.run([sys.executable, "-m", "mema.cli.eval", "--help"], capture_output=True, text=True)
+    assert "protection rate" in h.stdout and "--key" in h.stdout
