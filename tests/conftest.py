@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MEMA_TORCH_THREADS", "1")
+# Tiny nnU-Net schedule: the tests check the pipeline, not the segmenter's quality.
+os.environ.setdefault("MEMA_NNUNET_EPOCHS", "1")
+os.environ.setdefault("MEMA_NNUNET_ITERATIONS", "3")
 
 import mema  # noqa: E402  (sets hub-offline variables)
 

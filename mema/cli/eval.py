@@ -13,6 +13,8 @@ restores it with the right key and with a fixed wrong key), then measures:
                   TAR@FAR of outputs against their own gallery photo
   classification  frozen eye-crop reference classifier: top-1 (overall, per disease, by age band and
                   gender), macro AUROC, sensitivity/specificity, Cohen's kappa vs predictions on originals
+  segmentation    frozen nnU-Net v2 (2D) lesion segmenter: Dice and Jaccard on outputs, on originals,
+                  and their ratio (BCC/SCC images; empty reference and prediction -> NaN, nanmean)
   geometry        landmark error (eye, mouth, nose; / inter-ocular distance), geometric gaze error,
                   face-detected rate of outputs
   reversibility   PSNR, SSIM, restored ID-Dis and same-person rate, top-1 on restored, wrong-key protection

@@ -13,11 +13,16 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from mema.corpus.store import Corpus
 from mema.imageio import atomic_write_bytes, write_png
 
 
-def export_nnunet(corpus: Corpus, out_root: Path, dataset_id: int = 501, name: str = "MeMaSeg") -> Path:
+def export_nnunet(corpus: Corpus, out_root: Path, dataset_id: int = 501, name: str = "MeMaSeg", *,
+                  max_train: int | None = None, include_test: bool = True) -> Path:
+    """Write the raw dataset. ``max_train`` keeps an evenly spaced subset of the training cases
+    (by record id, so the choice is deterministic); ``include_test`` adds val/test as imagesTs."""
     if not 1 <= dataset_id <= 999:
         raise ValueError(f"nnU-Net dataset ids are 1..999, got {dataset_id}")
     folder = Path(out_root) / f"Dataset{dataset_id:03d}_{name}"
@@ -25,9 +30,13 @@ def export_nnunet(corpus: Corpus, out_root: Path, dataset_id: int = 501, name: s
         shutil.rmtree(folder)
     cases: dict[str, dict] = {}
     n_train = 0
-    for rec in sorted(corpus.records, key=lambda r: (r.split, r.id)):
-        if rec.mask_file is None or rec.split == "gallery":
-            continue
+    masked = [r for r in sorted(corpus.records, key=lambda r: (r.split, r.id)) if r.mask_file is not None and r.split != "gallery"]
+    train_recs = [r for r in masked if r.split == "train"]
+    if max_train is not None and len(train_recs) > max_train:
+        keep = {train_recs[i].id for i in np.linspace(0, len(train_recs) - 1, max_train).round().astype(int)}
+        train_recs = [r for r in train_recs if r.id in keep]
+    selected = train_recs + ([r for r in masked if r.split != "train"] if include_test else [])
+    for rec in selected:
         train = rec.split == "train"
         case = f"{'tr' if train else 'ts'}_{len(cases):05d}"
         img_dir, lab_dir = ("imagesTr", "labelsTr") if train else ("imagesTs", "labelsTs")

@@ -34,7 +34,7 @@ from mema.imageio import read_rgb, write_png
 from mema.keys import Key, key_from_seed
 from mema.methods import Method, check_output
 
-TASKS = ("identity", "classification", "geometry", "reversibility")
+TASKS = ("identity", "classification", "segmentation", "geometry", "reversibility")
 DEFAULT_RECOGNISERS = ("sface", "dlib-resnet")
 WRONG_KEY_SEED = 7_000_001  # the wrong key is derived from this seed, so it is the same in every run
 AGE_BANDS = ((0, 30, "<30"), (30, 50, "30-49"), (50, 200, ">=50"))
@@ -186,6 +186,8 @@ class Evaluation:
             evaluators["classifier"] = self._classification(outputs, restored, metrics, breakdowns, per_sample)
         if "identity" in self.cfg.tasks:
             evaluators["recognisers"] = self._identity(outputs, restored, wrong, metrics, breakdowns, per_sample)
+        if "segmentation" in self.cfg.tasks:
+            evaluators["segmenter"] = self._segmentation(outputs, restored, metrics, per_sample)
         if "geometry" in self.cfg.tasks:
             self._geometry(outputs, metrics, per_sample)
         if reversible:
@@ -330,6 +332,40 @@ class Evaluation:
                 hitw = rank1_match(wr[okw], ids[okw], g_emb, g_ids)
                 metrics[f"reversibility.{name}.wrong_key_protection_rate"] = _metric(1 - np.mean(hitw), len(okw), hib=True)
         return info
+
+    def _segmentation(self, outputs, restored, metrics, per_sample) -> dict | None:
+        from mema.metrics.segmentation import dice, jaccard
+
+        seg = self.ref.segmenter()
+        recs = [r for r in self.records if r.mask_file is not None]
+        if seg is None or not recs:
+            metrics["segmentation.dice"] = _metric(None, 0, note="no lesion masks in this corpus/split")
+            return None
+        sets = {"": outputs, "_original": None}
+        if restored is not None:
+            sets["_restored"] = restored
+        scores = {}
+        for suffix, images in sets.items():
+            d, j = [], []
+            for r in tqdm(recs, desc=f"segment{suffix or ' outputs'}", unit="img", disable=not self.progress, leave=False):
+                ref = self.corpus.load_mask(r)
+                pred = seg.predict(self.corpus.load_image(r) if images is None else images[r.id])
+                d.append(dice(ref, pred))
+                j.append(jaccard(ref, pred))
+                if suffix == "":
+                    per_sample[r.id]["lesion_dice"] = None if np.isnan(d[-1]) else round(d[-1], 5)
+            d, j = np.array(d), np.array(j)
+            groups = np.array([r.identity for r in recs])
+            from mema.metrics.stats import bootstrap_ci
+
+            ci = bootstrap_ci(lambda b: np.nanmean(d[b]), len(d), groups=groups, seed=self.cfg.seed)
+            n_valid = int(np.isfinite(d).sum())
+            metrics[f"segmentation.dice{suffix}"] = _metric(np.nanmean(d), n_valid, ci, hib=True, note=f"n_ref={len(recs)} lesion images")
+            metrics[f"segmentation.jaccard{suffix}"] = _metric(np.nanmean(j), int(np.isfinite(j).sum()), hib=True, note=f"n_ref={len(recs)}")
+            scores[suffix] = np.nanmean(d)
+        if scores.get("_original"):
+            metrics["segmentation.dice_ratio"] = _metric(scores[""] / scores["_original"], len(recs), hib=True, note="Dice on outputs / Dice on originals")
+        return seg.record
 
     def _geometry(self, outputs, metrics, per_sample) -> None:
         from mema.faces.landmarks import LandmarkDetector

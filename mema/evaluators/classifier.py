@@ -28,7 +28,7 @@ ARCH = "eyecrop-cnn-v1"
 class EyeCropCNN(nn.Module):
     """Four conv stages (BN, ReLU, max-pool) and a linear head over global-average features."""
 
-    def __init__(self, n_classes: int = len(DISEASES), width: int = 32):
+    def __init__(self, n_classes: int = len(DISEASES), width: int = 24):
         super().__init__()
 
         def stage(cin: int, cout: int) -> nn.Sequential:
@@ -37,7 +37,7 @@ class EyeCropCNN(nn.Module):
                 nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
             )
 
-        w = width
+        w = self.width = width
         self.features = nn.Sequential(
             stage(3, w), nn.MaxPool2d(2), stage(w, 2 * w), nn.MaxPool2d(2), stage(2 * w, 4 * w), nn.MaxPool2d(2), stage(4 * w, 4 * w)
         )
@@ -79,10 +79,10 @@ def train_classifier(
     val_crops: np.ndarray,
     val_labels: np.ndarray,
     *,
-    epochs: int = 14,
+    epochs: int = 6,
     batch_size: int = 64,
     lr: float = 3e-3,
-    width: int = 32,
+    width: int = 24,
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
@@ -144,7 +144,7 @@ def save_classifier(result: TrainResult, folder: Path, meta: dict) -> str:
     from mema.imageio import atomic_write_bytes
 
     atomic_write_bytes(folder / "classifier.pt", data)
-    meta = {**meta, "arch": ARCH, "sha256": digest, "val_top1": result.val_top1, "epochs": result.epochs,
+    meta = {**meta, "arch": ARCH, "width": result.model.width, "sha256": digest, "val_top1": result.val_top1, "epochs": result.epochs,
             "train_seconds": round(result.seconds, 1), "history": result.history, "classes": list(DISEASES),
             "crop": [CROP_W, CROP_H]}
     atomic_write_bytes(folder / "classifier.json", json.dumps(meta, indent=2).encode())
@@ -153,6 +153,6 @@ def save_classifier(result: TrainResult, folder: Path, meta: dict) -> str:
 
 def load_classifier(folder: Path, device: str = "cpu") -> tuple[EyeCropCNN, dict]:
     meta = json.loads((folder / "classifier.json").read_text())
-    model = EyeCropCNN(width=meta.get("width", 32))
+    model = EyeCropCNN(width=meta["width"])
     model.load_state_dict(torch.load(folder / "classifier.pt", map_location=device, weights_only=True))
     return model.to(device).eval(), meta

@@ -87,7 +87,7 @@ class ReferenceEvaluators:
             ok[i] = True
         return crops, ok
 
-    def classifier(self, *, epochs: int = 14, seed: int = 0):
+    def classifier(self, *, seed: int = 0):
         from mema.evaluators.classifier import load_classifier, save_classifier, train_classifier
 
         if (self.folder / "classifier.pt").exists():
@@ -99,11 +99,27 @@ class ReferenceEvaluators:
         xva, okva = self.eye_crops(val)
         ytr = np.array([label[r.disease] for r in train])
         yva = np.array([label[r.disease] for r in val])
-        result = train_classifier(xtr[oktr], ytr[oktr], xva[okva], yva[okva], epochs=epochs, seed=seed, device=self.device, progress=self.progress)
-        save_classifier(result, self.folder, {"corpus": self.corpus.fingerprint, "seed": seed, "width": 32,
+        result = train_classifier(xtr[oktr], ytr[oktr], xva[okva], yva[okva], seed=seed, device=self.device, progress=self.progress)
+        save_classifier(result, self.folder, {"corpus": self.corpus.fingerprint, "seed": seed,
                                                "n_train": int(oktr.sum()), "n_val": int(okva.sum()),
                                                "train_without_face": int((~oktr).sum())})
         return load_classifier(self.folder, self.device)
+
+    # --- lesion segmenter ------------------------------------------------------------------------
+    def segmenter(self):
+        """nnU-Net v2 trained on the training split's lesion images (cached); None if the corpus has no masks."""
+        from mema.evaluators.segmenter import Segmenter, train_segmenter
+
+        folder = self.folder / "nnunet"
+        if not (folder / "segmenter.json").exists():
+            if not any(r.mask_file for r in self.corpus.split("train")):
+                return None
+            if self.progress:
+                print("training the reference nnU-Net lesion segmenter (once per corpus)")
+            # Schedule overridable for quick pipeline tests; the defaults are what results report.
+            train_segmenter(self.corpus, folder, device=self.device,
+                            epochs=int(os.environ.get("MEMA_NNUNET_EPOCHS", 8)), iterations=int(os.environ.get("MEMA_NNUNET_ITERATIONS", 25)))
+        return Segmenter(folder, device=self.device)
 
     # --- recogniser embeddings and calibrated thresholds -----------------------------------------
     def embeddings(self, recogniser, name: str, splits=("val", "test", "gallery")) -> dict[str, np.ndarray]:
