@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from mema.faces.landmarks import LandmarkDetector
+from mema.faces.recognisers import DlibResNet, SFace, get_recogniser
+from mema.weights import WeightsError
+
+
+@pytest.fixture(scope="module")
+def face_and_landmarks(tiny_corpus):
+    from mema.corpus.store import load_corpus
+
+    c = load_corpus(tiny_corpus)
+    recs = sorted(c.split("train"), key=lambda r: r.id)
+    imgs = [c.load_image(r) for r in recs[:4]]
+    with LandmarkDetector() as det:
+        lms = [det.detect(i) for i in imgs]
+    return recs[:4], imgs, lms
+
+
+@pytest.mark.parametrize("cls", [SFace, DlibResNet])
+def test_builtin_recognisers_give_unit_embeddings_and_separate_people(cls, face_and_landmarks):
+    recs, imgs, lms = face_and_landmarks
+    rec = cls()
+    e = np.stack([rec.embed(i, l) for i, l in zip(imgs, lms)])
+    assert e.shape == (4, 128) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    # photos 0/1 are one identity (p0, p1), 2/3 another
+    assert recs[0].identity == recs[1].identity != recs[2].identity
+    same = np.linalg.norm(e[0] - e[1])
+    other = np.linalg.norm(e[0] - e[2])
+    assert same < other
+    assert rec.record["sha256"] and rec.record["licence"]
+
+
+def test_optional_recognisers_explain_missing_weights(monkeypatch):
+    monkeypatch.delenv("MEMA_ARCFACE_ONNX", raising=False)
+    with pytest.raises(WeightsError, match="MEMA_ARCFACE_ONNX") as info:
+        get_recogniser("arcface")
+    assert "never downloads" in str(info.value)
+    with pytest.raises(WeightsError, match="unknown recogniser"):
+        get_recogniser("sphereface-2000")
+
+
+def test_arcface_adapter_runs_a_local_onnx_file(tmp_path, monkeypatch, face_and_landmarks):
+    """A tiny randomly initialised network exported to ONNX stands in for real ArcFace weights."""
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(128, 512))
+    path = tmp_path / "tiny_arcface.onnx"
+    torch.onnx.export(net.eval(), torch.zeros(1, 3, 112, 112), str(path), input_names=["data"], output_names=["emb"], dynamo=False)
+    monkeypatch.setenv("MEMA_ARCFACE_ONNX", str(path))
+    rec = get_recogniser("arcface")
+    _, imgs, lms = face_and_landmarks
+    e = rec.embed(imgs[0], lms[0])
+    assert e.shape == (512,) and np.isclose(np.linalg.norm(e), 1)
+    assert rec.record["sha256"] and rec.record["file"] == "tiny_arcface.onnx"
