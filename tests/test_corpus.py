@@ -40,10 +40,11 @@ def test_splits_are_identity_disjoint_and_gallery_covers_eval(tiny_corpus):
     assert not photos & {r.id for r in corpus.split("test")}
 
 
-def test_loads_with_hugging_face_datasets(tiny_corpus):
+def test_loads_with_hugging_face_datasets(tiny_corpus, tmp_path):
     import datasets
 
-    ds = datasets.load_dataset(str(tiny_corpus))
+    # A private cache: a shared one can hold a table built from an earlier corpus at a reused tmp path.
+    ds = datasets.load_dataset(str(tiny_corpus), cache_dir=str(tmp_path / "hf"))
     assert set(ds) == {"train", "val", "test", "gallery"}
     assert ds["train"].num_rows == 48
     row = ds["train"][0]

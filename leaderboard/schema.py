@@ -1,0 +1,175 @@
+"""Leaderboard entries: one JSON file per (method, corpus name and version), typed and range-checked.
+
+Entries are immutable once listed in ``index.json`` (which records each file's sha256); a new result
+for the same method and corpus *supersedes* the old entry. Verification records live beside them in
+``verifications/`` so verifying never edits an entry.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mema.evaluation.results import Metric
+
+ENTRY_SCHEMA_VERSION = 1
+SUPPORTED_RESULTS_SCHEMAS = (1,)
+
+# The figures an entry carries (from results.json); verification compares these.
+BOARD_METRICS = (
+    "identity.sface.protection_rate",
+    "identity.dlib-resnet.protection_rate",
+    "identity.sface.id_dis",
+    "identity.dlib-resnet.id_dis",
+    "identity.sface.same_person_rate",
+    "identity.dlib-resnet.same_person_rate",
+    "classification.top1",
+    "classification.top1_original",
+    "classification.kappa_vs_original",
+    "classification.auroc_macro",
+    "classification.sensitivity",
+    "segmentation.dice",
+    "segmentation.dice_original",
+    "segmentation.dice_ratio",
+    "geometry.landmark_error_eye",
+    "geometry.gaze_yaw_error",
+    "reversibility.psnr",
+    "reversibility.ssim",
+    "reversibility.sface.same_person_rate_restored",
+    "reversibility.sface.wrong_key_protection_rate",
+    "reversibility.dlib-resnet.wrong_key_protection_rate",
+)
+REQUIRED_METRICS = ("identity.sface.protection_rate", "classification.kappa_vs_original", "classification.top1")
+
+# (pattern, low, high) of allowed values; first match wins.
+RANGES = (
+    (r"\.(protection_rate|same_person_rate|rank1_match|tar_at_far|wrong_key_protection_rate|same_person_rate_restored)(_original)?$", 0.0, 1.0),
+    (r"\.(top1|top1_original|top1_restored|auroc_macro|sensitivity|specificity|dice|dice_original|jaccard|ssim)$", 0.0, 1.0),
+    (r"\.kappa_vs_original$", -1.0, 1.0),
+    (r"\.id_dis(_restored)?$", 0.0, 2.0),
+    (r"\.psnr$", 0.0, 100.0),
+    (r"\.dice_ratio$", 0.0, 10.0),
+    (r"\.(landmark_error_\w+|gaze_\w+_error)$", 0.0, 1e6),
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def check_metric(name: str, m: Metric) -> None:
+    if m.n <= 0:
+        raise ValueError(f"metric {name} has n = {m.n}; every figure must come from samples")
+    if m.value is None:
+        return
+    for pattern, lo, hi in RANGES:
+        if re.search(pattern, name):
+            if not lo <= m.value <= hi:
+                raise ValueError(f"metric {name} = {m.value} is outside its range [{lo}, {hi}]")
+            if m.ci95 and not (lo - 1e-9 <= m.ci95[0] <= m.value + 1e-9 and m.value - 1e-9 <= m.ci95[1] <= hi + 1e-9):
+                raise ValueError(f"metric {name}: CI {m.ci95} does not bracket its value {m.value}")
+            return
+
+
+class MethodCard(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    version: str
+    reversible: bool
+    licence: str
+    paper: str | None = None
+    code_url: str | None = None
+    trained_on: str | None = None
+    description: str = ""
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+
+
+class CorpusKey(Strict):
+    name: str
+    version: str
+    manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class AdaptiveResult(Strict):
+    """Figures under a stronger attacker (e.g. a recogniser fine-tuned on the method's outputs)."""
+
+    attacker: str
+    description: str
+    metrics: dict[str, Metric]
+
+
+class Entry(Strict):
+    entry_schema: Literal[1] = ENTRY_SCHEMA_VERSION
+    method: MethodCard
+    corpus: CorpusKey
+    split: str
+    n_samples: int = Field(gt=0)
+    suite_version: str
+    results_schema_version: int
+    results_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    git_hash: str | None
+    submitted: str
+    metrics: dict[str, Metric]
+    breakdowns: dict[str, dict[str, Metric]] = Field(default_factory=dict)
+    evaluators: dict
+    adaptive: list[AdaptiveResult] = Field(default_factory=list)
+    supersedes: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Entry":
+        if self.results_schema_version not in SUPPORTED_RESULTS_SCHEMAS:
+            raise ValueError(f"results schema {self.results_schema_version} is not supported ({SUPPORTED_RESULTS_SCHEMAS})")
+        missing = [k for k in REQUIRED_METRICS if k not in self.metrics]
+        if missing:
+            raise ValueError(f"missing required metrics {missing}")
+        for name, m in self.metrics.items():
+            check_metric(name, m)
+        for a in self.adaptive:
+            for name, m in a.metrics.items():
+                check_metric(name, m)
+        for table in self.breakdowns.values():
+            for key, m in table.items():
+                if m.n < 0 or (m.value is not None and not -1 <= m.value <= 1e6):
+                    raise ValueError(f"breakdown {key} has an impossible value")
+        if self.method.reversible and "reversibility.psnr" not in self.metrics:
+            raise ValueError("a reversible method's entry must carry reversibility figures")
+        return self
+
+    @property
+    def file_name(self) -> str:
+        return entry_file_name(self.method.name, self.corpus.name, self.corpus.version)
+
+    def worst_case(self, metric: str) -> float | None:
+        """The weakest figure for ``metric`` across the standard and adaptive attackers."""
+        values = [self.metrics[metric].value] if metric in self.metrics else []
+        values += [a.metrics[metric].value for a in self.adaptive if metric in a.metrics]
+        values = [v for v in values if v is not None]
+        return min(values) if values else None
+
+
+def entry_file_name(method: str, corpus: str, version: str) -> str:
+    return f"{method}__{corpus}-{version}.json"
+
+
+class Verification(Strict):
+    entry: str
+    entry_sha256: str
+    status: Literal["verified", "mismatch"]
+    date: str
+    suite_version: str
+    git_hash: str | None
+    differences: list[str]
+    tolerances: dict[str, float]
+
+
+class IndexItem(Strict):
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    status: Literal["active", "superseded"]
+    superseded_by: str | None = None
+
+
+class Index(Strict):
+    index_schema: Literal[1] = 1
+    entries: list[IndexItem]
