@@ -7,7 +7,10 @@ for the same method and corpus *supersedes* the old entry. Verification records 
 
 from __future__ import annotations
 
+import json
 import re
+from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -59,6 +62,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@lru_cache(maxsize=1)
+def known_corpora() -> dict[str, dict[str, str]]:
+    """name -> version -> manifest sha256 of the corpus versions the board accepts (corpora.json)."""
+    data = json.loads((Path(__file__).parent / "corpora.json").read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
 def check_metric(name: str, m: Metric) -> None:
     if m.n <= 0:
         raise ValueError(f"metric {name} has n = {m.n}; every figure must come from samples")
@@ -77,6 +87,7 @@ class MethodCard(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     version: str
     reversible: bool
+    key_scheme: Literal["none", "mema-key-v1", "other"] = "none"
     licence: str
     paper: str | None = None
     code_url: str | None = None
@@ -89,6 +100,18 @@ class CorpusKey(Strict):
     name: str
     version: str
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _known(self) -> "CorpusKey":
+        versions = known_corpora().get(self.name)
+        if versions is None:
+            raise ValueError(f"corpus {self.name!r} is not on the board (known: {', '.join(known_corpora())})")
+        if self.version not in versions:
+            raise ValueError(f"corpus {self.name} has no version {self.version!r} on the board (known: {', '.join(versions)})")
+        if versions[self.version] != self.manifest_sha256:
+            raise ValueError(f"corpus hash {self.manifest_sha256[:12]}... does not match {self.name} {self.version} "
+                             f"({versions[self.version][:12]}...): the corpus was modified or rebuilt differently")
+        return self
 
 
 class AdaptiveResult(Strict):
@@ -105,6 +128,8 @@ class Entry(Strict):
     corpus: CorpusKey
     split: str
     n_samples: int = Field(gt=0)
+    tasks: list[str]
+    config: dict
     suite_version: str
     results_schema_version: int
     results_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -161,6 +186,7 @@ class Verification(Strict):
     git_hash: str | None
     differences: list[str]
     tolerances: dict[str, float]
+    measured: dict[str, float | None]  # the re-run's figures for the board metrics
 
 
 class IndexItem(Strict):

@@ -204,6 +204,7 @@ class Evaluation:
             method=self.method.info.model_dump(mode="json"),
             key_id=self.key.key_id if self.key is not None else None,
             tasks=list(self.cfg.tasks),
+            config=self.cfg.model_dump(mode="json"),
             evaluators=evaluators,
             seeds={"evaluation": self.cfg.seed, "bootstrap": self.cfg.seed, "wrong_key": WRONG_KEY_SEED},
             environment=_environment(self.device),

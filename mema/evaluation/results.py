@@ -47,6 +47,7 @@ class Results(Strict):
     method: dict
     key_id: str | None = None
     tasks: list[str]
+    config: dict | None = None  # the EvalConfig of the run (split, tasks, recognisers, far, limit, seed)
     evaluators: dict
     seeds: dict[str, int]
     environment: dict[str, str | int | None]
