@@ -31,7 +31,6 @@ def add_arguments(p) -> None:
     p.add_argument("--samples", required=True)
     p.add_argument("--filter", required=True)
     p.add_argument("--review", default=None, help="an imported review folder; without it the card says the corpus is unreviewed")
-    p.add_argument("--lora_dir", required=True, help="the finetune folder (its real_stats.json is the reference distribution)")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--name", default="mema-generated")
     p.add_argument("--version", default="1.0")
@@ -102,7 +101,7 @@ def run(args) -> Path:
     leak_report, per = load_filter(args.filter)
     kept = [p["id"] for p in per if p["decision"] == "keep"]
     decisions = load_decisions(args.review) if args.review else None
-    stats = json.loads((Path(args.lora_dir) / "real_stats.json").read_text())
+    stats = json.loads((samples_dir / "plan.json").read_text())["real_stats"]  # what the plan was drawn from
     sample_stage = read_stage(samples_dir, "sample")
 
     chosen, n_rejected = [], 0
@@ -157,8 +156,10 @@ def run(args) -> Path:
     face_injection = sample_stage["args"].get("no_face_injection") is not True
     info = write_index(
         out, records, name=args.name, version=args.version,
-        description="Synthetic patient faces generated from a real patient set by MeMa's method (LoRA-finetuned SD 1.5, "
-                    "IP-Adapter public-face injection, leakage filter, physician review).",
+        description=("Synthetic patient faces generated from a real patient set by MeMa's method (LoRA-finetuned SD 1.5, "
+                     "IP-Adapter public-face injection, leakage filter, physician review)."
+                     if sample_stage["args"].get("backend", "diffusion") == "diffusion" else
+                     "Synthetic faces from the offline DCGAN under a real-guided sampling plan (pipeline check; no disease signs)."),
         licence=licence, research_only=True,
         builder={"backend": "diffusion", "seed": args.seed, "sample_seed": sample_stage["args"].get("seed"),
                  "face_injection": face_injection, "reviewed": decisions is not None,
@@ -210,7 +211,7 @@ def _markdown(args, info, records, dist, leak, grids, licence, reviewed, n_rejec
         pct = lambda x: "n/a" if x is None else f"{100 * x:.2f}%"  # noqa: E731
         lines.append(f"| {name} | {r['threshold_l2']:.3f} ({r['threshold_source']}) | {pct(r['leakage_rate_before'])} | "
                      f"{pct(r['leakage_rate_after'])} | {r['n_measured_before']} |")
-    lines += [f"Samples without a detectable face: {leak['n_samples'] - leak['n_faces_found']} (policy: {leak['on_no_face']}).", "",
+    lines += ["", f"Samples without a detectable face: {leak['n_samples'] - leak['n_faces_found']} (policy: {leak['on_no_face']}).", "",
               "## Distribution vs the real set (Wasserstein W1 on [0, 1], MeMa Table 2)",
               f"disease {dist['disease']}, age {dist['age']}, gender {dist['gender']} ({dist['n_generated']} generated vs {dist['n_real']} real images).", "",
               "## Class balance (images)", "| class | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]

@@ -196,3 +196,26 @@ def distribution_stats(images) -> dict:
         # per (disease, gender, age bin) counts so a joint draw keeps the real set's correlations
         "joint": dict(sorted(Counter(f"{i.disease}|{i.gender}|{age_bin(i.age)}" for i in images if i.age is not None and i.gender).items())),
     }
+
+
+def add_stats_arguments(p) -> None:
+    p.add_argument("--train_data_dir", required=True)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--no_face_check", action="store_true")
+
+
+def run_stats(args) -> Path:
+    """``mema-generate stats``: check the real set and write its aggregate distributions (no images, no paths)."""
+    import time
+
+    from mema.generation.stage import write_stage
+    from mema.imageio import atomic_write_bytes
+
+    t0 = time.time()
+    real = load_real_set(args.train_data_dir, detect_faces=not args.no_face_check)
+    out = Path(args.output_dir)
+    atomic_write_bytes(out / "real_stats.json", json.dumps(distribution_stats(real.images), indent=2).encode())
+    atomic_write_bytes(out / "real_set_report.json", json.dumps(real.report(), indent=2).encode())
+    write_stage(out, "stats", {"no_face_check": args.no_face_check}, seconds=time.time() - t0, extra={"n_used": len(real.images)})
+    print(f"real set: {len(real.images)} of {real.n_rows} images used, {len(real.skipped)} skipped; stats in {out}")
+    return out

@@ -85,7 +85,7 @@ def export(args) -> Path:
                      f'<td>{html.escape(s["disease"])} / {html.escape(s["severity"])}<br>age {s["age"]}, {s["gender"]}<br>'
                      f'<small>{html.escape(s["provenance"]["prompt"])}</small></td></tr>')
     buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS)
+    w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     atomic_write_bytes(out / "review.csv", buf.getvalue().encode())

@@ -31,9 +31,12 @@ SAMPLES = "samples.jsonl"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--pretrained_model_name_or_path", required=True)
+    p.add_argument("--backend", choices=["diffusion", "dcgan"], default="diffusion",
+                   help="diffusion: SD 1.5 + LoRA (+ IP-Adapter); dcgan: offline DCGAN faces, no disease signs (pipeline checks)")
+    p.add_argument("--pretrained_model_name_or_path", default=None)
     p.add_argument("--original_config_dir", default=None)
-    p.add_argument("--lora_dir", required=True, help="a finished `mema-generate finetune` folder")
+    p.add_argument("--lora_dir", default=None, help="a finished `mema-generate finetune` folder (diffusion backend)")
+    p.add_argument("--real_stats", default=None, help="real_stats.json (default: <lora_dir>/real_stats.json; see `mema-generate stats`)")
     p.add_argument("--ip_adapter", default=None, help="folder with models/ip-adapter_sd15.safetensors and models/image_encoder/")
     p.add_argument("--reference_faces", default=None, help="public face folder (FFHQ, or `mema-generate reference-faces`)")
     p.add_argument("--no_face_injection", action="store_true", help="direct sampling, no IP-Adapter (paper Table 1 baseline)")
@@ -110,8 +113,9 @@ class ShardLock:
         self.path.unlink(missing_ok=True)
 
 
-def _settings(args, stats: dict, references, lora_stage: dict, weights: dict) -> dict:
+def _settings(args, stats: dict, references, weights: dict) -> dict:
     return {
+        "backend": args.backend,
         "num_samples": args.num_samples, "seed": args.seed, "sampling": args.sampling,
         "face_injection": not args.no_face_injection,
         "adapter_scale_range": None if args.no_face_injection else [args.adapter_scale_min, args.adapter_scale_max],
@@ -146,25 +150,37 @@ def run(args) -> Path:
 
     t0 = time.time()
     out = Path(args.output_dir)
-    lora_dir = Path(args.lora_dir)
-    lora_stage = read_stage(lora_dir, "finetune")
-    if not (lora_dir / LORA_FILE).is_file():
-        raise StageError(f"{lora_dir} has no {LORA_FILE}")
-    stats = json.loads((lora_dir / "real_stats.json").read_text())
-    if not args.no_face_injection:
-        if args.ip_adapter is None or args.reference_faces is None:
-            raise StageError("face injection needs --ip_adapter FOLDER and --reference_faces FOLDER (or pass --no_face_injection)")
-        if not 0 <= args.adapter_scale_min <= args.adapter_scale_max:
-            raise StageError("need 0 <= --adapter_scale_min <= --adapter_scale_max")
-    references = [] if args.no_face_injection else load_reference_faces(args.reference_faces)
-    weights = {"base": base_weights_hash(args.pretrained_model_name_or_path), "lora": hash_files(lora_dir / LORA_FILE)[LORA_FILE]}
-    if not args.no_face_injection:
-        from mema.weights.local import combined_hash, require_local
+    stats_path = Path(args.real_stats) if args.real_stats else (Path(args.lora_dir) / "real_stats.json" if args.lora_dir else None)
+    if stats_path is None or not stats_path.is_file():
+        raise StageError("need the real set's distribution: --lora_dir FINETUNE_DIR or --real_stats real_stats.json (`mema-generate stats`)")
+    stats = json.loads(stats_path.read_text())
+    if args.backend == "dcgan":
+        args.no_face_injection = True
+        from mema.weights import entry
 
-        ip, _ = require_local("ip_adapter_sd15", args.ip_adapter)
-        weights["ip_adapter"] = hash_files(ip / "models" / "ip-adapter_sd15.safetensors")["ip-adapter_sd15.safetensors"]
-        weights["image_encoder"] = combined_hash(hash_files(ip / "models" / "image_encoder"))
-    settings = _settings(args, stats, references, lora_stage, weights)
+        weights = {"dcgan_digiface": entry("dcgan_digiface").sha256}
+        references = []
+    else:
+        if args.pretrained_model_name_or_path is None or args.lora_dir is None:
+            raise StageError("the diffusion backend needs --pretrained_model_name_or_path SD15 and --lora_dir FINETUNE_DIR")
+        lora_dir = Path(args.lora_dir)
+        read_stage(lora_dir, "finetune")
+        if not (lora_dir / LORA_FILE).is_file():
+            raise StageError(f"{lora_dir} has no {LORA_FILE}")
+        if not args.no_face_injection:
+            if args.ip_adapter is None or args.reference_faces is None:
+                raise StageError("face injection needs --ip_adapter FOLDER and --reference_faces FOLDER (or pass --no_face_injection)")
+            if not 0 <= args.adapter_scale_min <= args.adapter_scale_max:
+                raise StageError("need 0 <= --adapter_scale_min <= --adapter_scale_max")
+        references = [] if args.no_face_injection else load_reference_faces(args.reference_faces)
+        weights = {"base": base_weights_hash(args.pretrained_model_name_or_path), "lora": hash_files(lora_dir / LORA_FILE)[LORA_FILE]}
+        if not args.no_face_injection:
+            from mema.weights.local import combined_hash, require_local
+
+            ip, _ = require_local("ip_adapter_sd15", args.ip_adapter)
+            weights["ip_adapter"] = hash_files(ip / "models" / "ip-adapter_sd15.safetensors")["ip-adapter_sd15.safetensors"]
+            weights["image_encoder"] = combined_hash(hash_files(ip / "models" / "image_encoder"))
+    settings = _settings(args, stats, references, weights)
     _check_resume(out, settings, stats)
     scale_range = None if args.no_face_injection else (args.adapter_scale_min, args.adapter_scale_max)
     plan = make_sample_plan(stats, references, num_samples=args.num_samples, seed=args.seed, sampling=args.sampling, scale_range=scale_range)
@@ -180,21 +196,28 @@ def run(args) -> Path:
     with ShardLock(out, i, n):
         mine = [s for s in plan if s.index % n == i and not (done_dir / f"{s.id}.json").is_file()]
         if mine:
-            device = default_device()
-            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
-            pipe = base_pipeline(args.pretrained_model_name_or_path, config_dir=args.original_config_dir, dtype=dtype)
-            pipe.load_lora_weights(str(lora_dir), weight_name=LORA_FILE)
-            if not args.no_face_injection:
-                attach_ip_adapter(pipe, args.ip_adapter)
-            pipe.to(device)
-            pipe.set_progress_bar_config(disable=True)
-            refs = {f.sha256: f for f in references}
+            if args.backend == "dcgan":
+                from mema.generation.dcgan import FaceGenerator
+
+                faces = FaceGenerator(size=args.resolution)
+                generate = lambda spec: dcgan_face(faces, spec.seed)  # noqa: E731
+            else:
+                device = default_device()
+                dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
+                pipe = base_pipeline(args.pretrained_model_name_or_path, config_dir=args.original_config_dir, dtype=dtype)
+                pipe.load_lora_weights(str(lora_dir), weight_name=LORA_FILE)
+                if not args.no_face_injection:
+                    attach_ip_adapter(pipe, args.ip_adapter)
+                pipe.to(device)
+                pipe.set_progress_bar_config(disable=True)
+                refs = {f.sha256: f for f in references}
+                generate = lambda spec: _generate(pipe, spec, args, refs)  # noqa: E731
             bar = tqdm(total=sum(1 for s in plan if s.index % n == i), initial=sum(1 for s in plan if s.index % n == i) - len(mine),
                        desc=f"sample shard {i}/{n}", disable=args.quiet)
             for spec in mine:
-                image = _generate(pipe, spec, args, refs)
+                image = generate(spec)
                 sha = write_png(out / "images" / f"{spec.id}.png", image)
-                record = _record(spec, sha, image, weights)
+                record = _record(spec, sha, image, weights, args.backend)
                 atomic_write_bytes(done_dir / f"{spec.id}.json", json.dumps(record).encode())
                 bar.update(1)
             bar.close()
@@ -219,11 +242,17 @@ def _generate(pipe, spec: SampleSpec, args, refs) -> np.ndarray:
     return (img * 255).round().clip(0, 255).astype(np.uint8)
 
 
-def _record(spec: SampleSpec, sha: str, image: np.ndarray, weights: dict) -> dict:
+def dcgan_face(faces, seed: int) -> np.ndarray:
+    """The dcgan backend's face for a per-sample seed (no disease signs are drawn)."""
+    return faces.generate(np.random.default_rng(seed).standard_normal((1, 100)))[0]
+
+
+def _record(spec: SampleSpec, sha: str, image: np.ndarray, weights: dict, backend: str = "diffusion") -> dict:
+    generator = "dcgan-digiface" if backend == "dcgan" else "sd15-lora" + ("+ip-adapter" if spec.adapter_scale is not None else "")
     return {
         "id": spec.id, "file_name": f"images/{spec.id}.png", "sha256": sha, "disease": spec.disease, "severity": spec.severity,
         "age": spec.age, "gender": spec.gender, "width": int(image.shape[1]), "height": int(image.shape[0]),
-        "provenance": {"backend": "diffusion", "generator": "sd15-lora" + ("+ip-adapter" if spec.adapter_scale is not None else ""),
+        "provenance": {"backend": "diffusion" if backend == "diffusion" else "procedural", "generator": generator,
                        "seed": spec.seed, "prompt": spec.prompt, "adapter_scale": spec.adapter_scale,
                        "reference_face_sha256": spec.reference_face_sha256, "weights": weights},
     }

@@ -6,7 +6,8 @@
     mema-generate filter   --samples samples/ --train_data_dir REAL --output_dir filtered/
     mema-generate review export --samples samples/ --filter filtered/ --output_dir review/
     mema-generate review import --review review/ [--decisions reviewed.csv]
-    mema-generate card     --samples samples/ --filter filtered/ [--review review/] --lora_dir lora/ --output_dir corpus/
+    mema-generate card     --samples samples/ --filter filtered/ [--review review/] --output_dir corpus/
+    mema-generate stats    --train_data_dir REAL --output_dir stats/   (distributions only; for --backend dcgan)
     mema-generate reference-faces --output_dir faces/ --num_faces 200     (offline DCGAN faces, age/gender labelled)
     mema-generate tiny-weights --output_dir w/      (random tiny SD + IP-Adapter, for tests and dry runs)
 
@@ -28,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     from mema.generation.diffusion import finetune, sample
     from mema.generation import datacard, leakage, reference_faces, review
 
+    from mema.generation import real_set
+
+    p = sub.add_parser("stats", help="check the real set and write its disease/age/gender distributions")
+    real_set.add_stats_arguments(p)
+    p.set_defaults(func=real_set.run_stats)
     p = sub.add_parser("finetune", help="LoRA-finetune SD 1.5 on the real set")
     finetune.add_arguments(p)
     p.set_defaults(func=finetune.run)
