@@ -1,0 +1,133 @@
+"""mema-generate on bad input: labels, unreadable images, no faces, duplicates; leakage on real faces; review errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mema.cli.generate import main
+from mema.generation.real_set import RealSetError, load_real_set
+from tests.generation_data import dcgan_faces, write_real_set
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return dcgan_faces(6, seed=11)
+
+
+def test_unknown_and_missing_labels_are_refused_with_every_row(tmp_path, faces):
+    root = write_real_set(tmp_path / "real", faces[:2], extra_rows=[
+        {"file_name": "patient_00.png", "disease": "Glaucoma"},
+        {"file_name": "patient_01.png"},
+        {"file_name": "patient_01.png", "disease": "BCC", "gender": "x"},
+    ])
+    with pytest.raises(RealSetError) as exc:
+        load_real_set(root)
+    msg = str(exc.value)
+    assert "row 3: unknown disease 'Glaucoma'" in msg and "row 4: no disease label" in msg and "row 5: unknown gender" in msg
+
+
+def test_unreadable_no_face_and_duplicates_are_recorded_skips(tmp_path, faces):
+    from mema.imageio import write_png
+
+    root = write_real_set(tmp_path / "real", faces[:3], extra_rows=[
+        {"file_name": "broken.jpg", "disease": "Conj", "age": 40, "gender": "male"},
+        {"file_name": "missing.png", "disease": "Conj", "age": 40, "gender": "male"},
+        {"file_name": "noise.png", "disease": "Conj", "age": 40, "gender": "male"},
+        {"file_name": "patient_00.png", "disease": "Ptosis", "age": 30, "gender": "female"},  # same photo again
+        {"file_name": "../outside.png", "disease": "Conj"},
+    ])
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    write_png(root / "noise.png", np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    real = load_real_set(root)
+    assert len(real.images) == 3
+    reasons = {s["row"]: s["reason"] for s in real.skipped}
+    assert reasons[4].startswith("unreadable") and reasons[5].startswith("unreadable")
+    assert reasons[6].startswith("no face") and reasons[7] == "duplicate: same bytes as row 1"
+    assert "outside" in reasons[8]
+    rep = json.dumps(real.report())
+    assert "broken" not in rep and "noise.png" not in rep and "patient_" not in rep  # rows and hashes only
+    # the stats stage records them and still runs
+    assert main(["stats", "--train_data_dir", str(root), "--output_dir", str(tmp_path / "stats")]) == 0
+    stats_report = json.loads((tmp_path / "stats" / "real_set_report.json").read_text())
+    assert stats_report["n_skipped"] == 5 and stats_report["skipped_by_reason"]["unreadable"] == 2
+
+
+def test_no_usable_image_is_an_error(tmp_path):
+    from mema.imageio import write_png
+
+    root = tmp_path / "real"
+    root.mkdir()
+    write_png(root / "a.png", np.zeros((64, 64, 3), np.uint8))
+    (root / "metadata.csv").write_text("file_name,disease\na.png,BCC\n")
+    with pytest.raises(RealSetError, match="none of the 1 images is usable"):
+        load_real_set(root)
+
+
+def test_leakage_filter_drops_a_sample_that_is_a_real_patient(tmp_path):
+    """dcgan backend: samples are DCGAN faces from per-sample seeds. The 'real set' holds the exact face of
+    sample 0 (a leak by construction) plus unrelated faces; the filter must drop sample 0 by both recognisers."""
+    from mema.generation.dcgan import FaceGenerator
+    from mema.generation.diffusion.sample import dcgan_face
+    from mema.generation.real_set import distribution_stats
+
+    other = dcgan_faces(4, seed=23)
+    stats_root = write_real_set(tmp_path / "stats_src", other)
+    (tmp_path / "stats").mkdir()
+    (tmp_path / "stats" / "real_stats.json").write_text(json.dumps(distribution_stats(load_real_set(stats_root).images)))
+    out = tmp_path / "samples"
+    assert main(["sample", "--backend", "dcgan", "--real_stats", str(tmp_path / "stats" / "real_stats.json"),
+                 "--num_samples", "4", "--output_dir", str(out), "--resolution", "128", "--seed", "5", "--quiet"]) == 0
+    plan = json.loads((out / "plan.json").read_text())["plan"]
+    leaked = dcgan_face(FaceGenerator(128), plan[0]["seed"])
+    real = write_real_set(tmp_path / "real", [leaked, *other])
+    thresholds = tmp_path / "thr.json"
+    thresholds.write_text(json.dumps({"sface": 0.3, "dlib-resnet": 0.3}))  # DCGAN faces are less distinct than people
+    filt = tmp_path / "filter"
+    assert main(["filter", "--samples", str(out), "--train_data_dir", str(real), "--output_dir", str(filt),
+                 "--thresholds", str(thresholds), "--top_k", "3"]) == 0
+    per = {json.loads(line)["id"]: json.loads(line) for line in (filt / "per_sample.jsonl").read_text().splitlines()}
+    s0 = per[plan[0]["id"]]
+    assert s0["decision"] == "drop" and s0["reason"].startswith("leak")
+    for name in ("sface", "dlib-resnet"):
+        r = s0["recognisers"][name]
+        assert r["leak"] and r["min_image_l2"] < 0.05 and len(r["top_k"]) == 3
+        assert len(r["top_k"][0]["real_sha256"]) == 64  # nearest real image named by hash only
+    report = json.loads((filt / "filter.json").read_text())
+    for name in ("sface", "dlib-resnet"):
+        rec = report["recognisers"][name]
+        assert rec["leakage_rate_before"] >= 0.25 - 1e-9 and rec["leakage_rate_after"] == 0.0
+        assert rec["threshold_source"] == "thr.json" and sum(rec["min_l2_histogram"]["counts"]) == report["n_faces_found"]
+    assert "patient_" not in (filt / "per_sample.jsonl").read_text()
+    # one recogniser is not enough unless asked for
+    assert main(["filter", "--samples", str(out), "--train_data_dir", str(real), "--output_dir", str(tmp_path / "f1"),
+                 "--recognisers", "sface"]) == 2
+
+
+def test_review_import_refuses_bad_rows_and_undecided(tmp_path):
+    import csv
+
+    from mema.generation import review
+    from mema.generation.stage import StageError, write_stage
+    from mema.imageio import write_png
+
+    folder = tmp_path / "review"
+    for sid in ("s000000", "s000001"):
+        write_png(folder / "images" / f"{sid}.png", np.zeros((32, 32, 3), np.uint8))
+    write_stage(folder, "review", {}, extra={"imported": False})
+    rows = [
+        {"id": "s000000", "disease": "BCC", "severity": "mid", "decision": "maybe", "new_disease": "", "new_severity": ""},
+        {"id": "s000001", "disease": "BCC", "severity": "mid", "decision": "accept", "new_disease": "Normal", "new_severity": "heavy"},
+        {"id": "s999999", "disease": "BCC", "severity": "mid", "decision": "accept", "new_disease": "", "new_severity": ""},
+    ]
+    with open(folder / "review.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    args = type("A", (), {"review": str(folder), "decisions": None, "undecided": "error"})()
+    with pytest.raises(StageError) as exc:
+        review.import_decisions(args)
+    msg = str(exc.value)
+    assert "decision 'maybe'" in msg and "does not fit Normal" in msg and "unknown sample id 's999999'" in msg
+    with pytest.raises(StageError, match="no decisions were imported"):
+        review.load_decisions(folder)

@@ -1,0 +1,86 @@
+"""mema-generate sample: kill and resume gives the identical result; shards split one plan; misuse is refused."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mema.cli.generate import main
+from tests.generation_data import dcgan_faces, write_real_set
+
+N = "10"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("genres")
+    real = write_real_set(root / "real", dcgan_faces(4, seed=3))
+    assert main(["tiny-weights", "--output_dir", str(root / "w")]) == 0
+    assert main(["reference-faces", "--output_dir", str(root / "faces"), "--num_faces", "3", "--size", "64"]) == 0
+    assert main(["finetune", "--pretrained_model_name_or_path", str(root / "w" / "stable-diffusion"), "--train_data_dir", str(real),
+                 "--output_dir", str(root / "lora"), "--resolution", "32", "--rank", "4", "--max_train_steps", "1",
+                 "--num_validation_images", "1", "--validation_steps", "1"]) == 0
+    return root
+
+
+def _args(root, out, *extra):
+    return ["sample", "--pretrained_model_name_or_path", str(root / "w" / "stable-diffusion"), "--lora_dir", str(root / "lora"),
+            "--ip_adapter", str(root / "w" / "ip-adapter"), "--reference_faces", str(root / "faces"), "--num_samples", N,
+            "--output_dir", str(out), "--resolution", "32", "--num_inference_steps", "25", "--quiet", *extra]
+
+
+def _result(out):
+    recs = (out / "samples.jsonl").read_text()
+    return recs, {p.name: p.read_bytes() for p in sorted((out / "images").glob("*.png"))}
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    out = setup / "ref"
+    assert main(_args(setup, out)) == 0
+    return _result(out)
+
+
+def test_killed_sampling_resumes_to_the_identical_result(setup, reference):
+    out = setup / "killed"
+    env = {**os.environ, "MEMA_TORCH_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mema.cli.generate", *_args(setup, out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    done = out / "done"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not done.is_dir() or len(list(done.glob("*.json"))) < 2):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_done = len(list(done.glob("*.json")))
+    assert 2 <= n_done < int(N), "the kill should land mid-run"
+    assert not (out / "samples.jsonl").exists()
+    assert list((out / "shards").glob("*.lock")), "the killed run leaves its lock behind"
+    # a resume with other settings is refused and names them
+    assert main(_args(setup, out, "--seed", "1")) == 2
+    assert main(_args(setup, out)) == 0  # takes over the dead run's lock, finishes the rest
+    assert _result(out) == reference
+    assert not list((out / "shards").glob("*.lock"))
+
+
+def test_shards_split_one_plan_without_duplicates(setup, reference):
+    out = setup / "sharded"
+    assert main(_args(setup, out, "--shard", "1/3")) == 0
+    assert not (out / "samples.jsonl").exists()
+    assert main(_args(setup, out, "--shard", "0/3")) == 0
+    assert main(_args(setup, out, "--shard", "2/3")) == 0
+    assert _result(out) == reference
+
+
+def test_a_shard_given_twice_is_refused(setup, capsys):
+    out = setup / "twice"
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / "0-of-2.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))  # a live holder
+    assert main(_args(setup, out, "--shard", "0/2")) == 2
+    assert "shard 0/2 is already running" in capsys.readouterr().err
+    assert main(_args(setup, out, "--shard", "2/2")) == 2
