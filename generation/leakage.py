@@ -74,8 +74,9 @@ def embed_all(images: list[np.ndarray], recognisers: dict) -> tuple[dict[str, np
             lms.append(lm)
     emb = {}
     for name, rec in recognisers.items():
-        rows = [rec.embed(img, lm) if lm is not None else np.full(rec.info.dim, np.nan) for img, lm in zip(images, lms)]
-        emb[name] = np.asarray(rows, dtype=np.float64).reshape(len(images), rec.info.dim)
+        rows = [np.asarray(rec.embed(img, lm), np.float64) if lm is not None else None for img, lm in zip(images, lms)]
+        dim = next((len(r) for r in rows if r is not None), rec.info.dim or 1)  # adapters may not declare a dim
+        emb[name] = np.stack([r if r is not None else np.full(dim, np.nan) for r in rows]) if rows else np.zeros((0, dim))
     return emb, found
 
 

@@ -45,7 +45,7 @@ def write_stage(folder: Path, stage: str, args: dict, *, weights: dict | None = 
         "args": _jsonable(args),
         "weights_sha256": weights or {},
         "versions": _versions(),
-        "cpu_seconds": None if seconds is None else round(seconds, 2),
+        "wall_seconds": None if seconds is None else round(seconds, 2),
         **(_jsonable(extra) if extra else {}),
     }
     atomic_write_bytes(Path(folder) / "stage.json", (json.dumps(record, indent=2) + "\n").encode())
