@@ -126,10 +126,16 @@ def run(args) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(samples_dir / s["file_name"], dest)
         mask_file = mask_sha = None
-        if d and d["mask"]:
+        if d and d["mask"]:  # a physician's mask wins over the backend's own
             m = read_rgb(Path(args.review) / "masks" / f"{sid}.png")[0][..., 0]
             mask_file = f"masks/{split}/{sid}.png"
             mask_sha = write_png(out / mask_file, (m > 127).astype(np.uint8))
+        elif s.get("mask_file") and (d is None or d["disease"] == s["disease"]):  # drawn lesion mask (procedural backend)
+            mask_file = f"masks/{split}/{sid}.png"
+            dest_mask = out / mask_file
+            dest_mask.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(samples_dir / s["mask_file"], dest_mask)
+            mask_sha = s["mask_sha256"]
         records.append(ImageRecord(
             file_name=f"{sid}.png", id=sid, sha256=s["sha256"], split=split, identity=f"syn-{sid}",
             disease=d["disease"] if d else s["disease"], severity=d["severity"] if d else s["severity"],

@@ -76,9 +76,12 @@ def export(args) -> Path:
         shutil.copyfile(samples_dir / s["file_name"], out / "images" / f"{sid}.png")
         proposal = ""
         if s["disease"] in LESION_DISEASES:
-            m = propose_mask(read_rgb(samples_dir / s["file_name"])[0])
-            write_png(out / "mask_proposals" / f"{sid}.png", m * 255)
-            proposal = f'<img src="mask_proposals/{sid}.png" width="128" title="automatic proposal (colour heuristic)">'
+            if s.get("mask_file"):  # the backend drew the lesion: its mask is exact
+                m, how = read_rgb(samples_dir / s["mask_file"])[0][..., 0] > 0, "the backend's drawn lesion mask"
+            else:
+                m, how = propose_mask(read_rgb(samples_dir / s["file_name"])[0]), "automatic proposal (colour heuristic)"
+            write_png(out / "mask_proposals" / f"{sid}.png", m.astype(np.uint8) * 255)
+            proposal = f'<img src="mask_proposals/{sid}.png" width="128" title="{how}">'
         rows.append({"id": sid, "sha256": s["sha256"], "disease": s["disease"], "severity": s["severity"], "age": s["age"],
                      "gender": s["gender"], "decision": "", "new_disease": "", "new_severity": "", "notes": ""})
         cards.append(f'<tr><td>{html.escape(sid)}</td><td><img src="images/{sid}.png" width="256"></td><td>{proposal}</td>'

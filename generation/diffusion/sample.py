@@ -31,8 +31,9 @@ SAMPLES = "samples.jsonl"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--backend", choices=["diffusion", "dcgan"], default="diffusion",
-                   help="diffusion: SD 1.5 + LoRA (+ IP-Adapter); dcgan: offline DCGAN faces, no disease signs (pipeline checks)")
+    p.add_argument("--backend", choices=["diffusion", "procedural", "dcgan"], default="diffusion",
+                   help="diffusion: SD 1.5 + LoRA (+ IP-Adapter); procedural: MeMa-mini's renderer (DCGAN faces with drawn signs and"
+                        " lesion masks); dcgan: offline DCGAN faces without signs (pipeline checks)")
     p.add_argument("--pretrained_model_name_or_path", default=None)
     p.add_argument("--original_config_dir", default=None)
     p.add_argument("--lora_dir", default=None, help="a finished `mema-generate finetune` folder (diffusion backend)")
@@ -154,11 +155,12 @@ def run(args) -> Path:
     if stats_path is None or not stats_path.is_file():
         raise StageError("need the real set's distribution: --lora_dir FINETUNE_DIR or --real_stats real_stats.json (`mema-generate stats`)")
     stats = json.loads(stats_path.read_text())
-    if args.backend == "dcgan":
+    if args.backend in ("dcgan", "procedural"):
         args.no_face_injection = True
         from mema.weights import entry
 
-        weights = {"dcgan_digiface": entry("dcgan_digiface").sha256}
+        names = ("dcgan_digiface",) if args.backend == "dcgan" else ("dcgan_digiface", "face_landmarker", "age_v1", "gender_v1")
+        weights = {name: entry(name).sha256 for name in names}
         references = []
     else:
         if args.pretrained_model_name_or_path is None or args.lora_dir is None:
@@ -200,7 +202,13 @@ def run(args) -> Path:
                 from mema.generation.dcgan import FaceGenerator
 
                 faces = FaceGenerator(size=args.resolution)
-                generate = lambda spec: dcgan_face(faces, spec.seed)  # noqa: E731
+                generate = lambda spec: (dcgan_face(faces, spec.seed), None, {})  # noqa: E731
+            elif args.backend == "procedural":
+                from mema.generation.plan import CorpusConfig
+                from mema.generation.procedural import ProceduralRenderer
+
+                renderer = ProceduralRenderer(CorpusConfig(image_size=args.resolution, seed=args.seed))
+                generate = lambda spec: procedural_sample(renderer, spec)  # noqa: E731
             else:
                 device = default_device()
                 dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
@@ -211,13 +219,17 @@ def run(args) -> Path:
                 pipe.to(device)
                 pipe.set_progress_bar_config(disable=True)
                 refs = {f.sha256: f for f in references}
-                generate = lambda spec: _generate(pipe, spec, args, refs)  # noqa: E731
+                generate = lambda spec: (_generate(pipe, spec, args, refs), None, {})  # noqa: E731
             bar = tqdm(total=sum(1 for s in plan if s.index % n == i), initial=sum(1 for s in plan if s.index % n == i) - len(mine),
                        desc=f"sample shard {i}/{n}", disable=args.quiet)
             for spec in mine:
-                image = generate(spec)
+                image, mask, extra = generate(spec)
                 sha = write_png(out / "images" / f"{spec.id}.png", image)
-                record = _record(spec, sha, image, weights, args.backend)
+                record = _record(spec, sha, image, weights, args.backend) | extra
+                record["provenance"].update(record.pop("provenance_extra", {}))
+                if mask is not None:
+                    record["mask_file"] = f"masks/{spec.id}.png"
+                    record["mask_sha256"] = write_png(out / record["mask_file"], mask)
                 atomic_write_bytes(done_dir / f"{spec.id}.json", json.dumps(record).encode())
                 bar.update(1)
             bar.close()
@@ -247,8 +259,25 @@ def dcgan_face(faces, seed: int) -> np.ndarray:
     return faces.generate(np.random.default_rng(seed).standard_normal((1, 100)))[0]
 
 
+def procedural_sample(renderer, spec: SampleSpec):
+    """MeMa-mini's renderer on one planned sample: a one-photo identity seeded by the sample's seed.
+
+    The face's age and gender cannot be steered; they are estimated on the rendered face and recorded
+    instead of the plan's targets (which stay in ``plan.json``)."""
+    from mema.generation.plan import IdentityPlan, PhotoPlan
+
+    plan = IdentityPlan(index=spec.seed, identity=spec.id, split="train", disease=spec.disease, severity=spec.severity,
+                        photos=[PhotoPlan(id=spec.id, split="train", index=0)])
+    rendered = renderer.render(plan)
+    photo = rendered.photos[0]
+    extra = {"age": rendered.age, "gender": rendered.gender,
+             "provenance_extra": {"attempt": photo.attempt}}
+    return photo.image, photo.mask, extra
+
+
 def _record(spec: SampleSpec, sha: str, image: np.ndarray, weights: dict, backend: str = "diffusion") -> dict:
-    generator = "dcgan-digiface" if backend == "dcgan" else "sd15-lora" + ("+ip-adapter" if spec.adapter_scale is not None else "")
+    generator = {"dcgan": "dcgan-digiface", "procedural": "dcgan-digiface+signs-v1"}.get(
+        backend, "sd15-lora" + ("+ip-adapter" if spec.adapter_scale is not None else ""))
     return {
         "id": spec.id, "file_name": f"images/{spec.id}.png", "sha256": sha, "disease": spec.disease, "severity": spec.severity,
         "age": spec.age, "gender": spec.gender, "width": int(image.shape[1]), "height": int(image.shape[0]),
