@@ -165,7 +165,7 @@ def build_corpus(
     from mema.generation.card import write_card_assets
 
     card_body = write_card_assets(root, cfg, records, embeddings)
-    write_index(
+    info = write_index(
         root,
         records,
         name=cfg.name,
@@ -183,4 +183,7 @@ def build_corpus(
         },
         card_body=card_body,
     )
+    from mema.generation.card import write_procedural_croissant
+
+    write_procedural_croissant(root, info, records)  # the same Croissant writer as `mema-generate card`
     return root

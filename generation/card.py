@@ -146,3 +146,55 @@ def _markdown(cfg, records: list[ImageRecord], stats: dict, grids: list[str]) ->
     lines += ["", "## Sample grids (training images, severities interleaved)", "![all classes](card/grid_all.png)", ""]
     lines += [f"- {d}: ![{d}](card/grid_{d}.png)" for d in grids]
     return "\n".join(lines) + "\n"
+
+
+def croissant_jsonld(info, records: list[ImageRecord], *, licence: str, collection: str, sensitive: str, biases: str,
+                     limitations: str, annotation: str) -> dict:
+    """Croissant 1.0 JSON-LD (with the RAI fields) for a corpus folder; shared by every backend."""
+    splits = sorted({r.split for r in records})
+    fields = [("id", "sc:Text"), ("file_name", "sc:Text"), ("split", "sc:Text"), ("identity", "sc:Text"), ("disease", "sc:Text"),
+              ("severity", "sc:Text"), ("age", "sc:Integer"), ("gender", "sc:Text"), ("sha256", "sc:Text")]
+    return {
+        "@context": {"@language": "en", "@vocab": "https://schema.org/", "cr": "http://mlcommons.org/croissant/",
+                     "rai": "http://mlcommons.org/croissant/RAI/", "sc": "https://schema.org/", "dct": "http://purl.org/dc/terms/",
+                     "data": {"@id": "cr:data", "@type": "@json"}, "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
+                     "field": "cr:field", "fileObject": "cr:fileObject", "fileSet": "cr:fileSet", "source": "cr:source",
+                     "extract": "cr:extract", "column": "cr:column", "recordSet": "cr:recordSet", "includes": "cr:includes",
+                     "containedIn": "cr:containedIn", "encodingFormat": "cr:encodingFormat", "conformsTo": "dct:conformsTo"},
+        "@type": "sc:Dataset", "conformsTo": "http://mlcommons.org/croissant/1.0",
+        "name": info.name, "version": info.version, "description": info.description, "license": licence,
+        "sha256": info.manifest_sha256,
+        "distribution": [
+            *({"@type": "cr:FileObject", "@id": f"{s}-metadata", "name": f"{s}/metadata.jsonl", "contentUrl": f"{s}/metadata.jsonl",
+               "encodingFormat": "application/jsonlines"} for s in splits),
+            *({"@type": "cr:FileSet", "@id": f"{s}-images", "name": f"{s} images", "includes": f"{s}/*.png", "encodingFormat": "image/png"}
+              for s in splits),
+        ],
+        "recordSet": [{"@type": "cr:RecordSet", "@id": s, "name": s, "field": [
+            {"@type": "cr:Field", "@id": f"{s}/{f}", "name": f, "dataType": t,
+             "source": {"fileObject": {"@id": f"{s}-metadata"}, "extract": {"column": f}}} for f, t in fields]} for s in splits],
+        "rai:dataCollection": collection,
+        "rai:dataCollectionType": ["Synthetic data generation"],
+        "rai:personalSensitiveInformation": sensitive,
+        "rai:dataBiases": biases,
+        "rai:dataLimitations": limitations,
+        "rai:dataUseCases": "Developing and benchmarking medical-aware face de-identification methods.",
+        "rai:dataSocialImpact": "A privacy-safer stand-in for patient photos; residual re-identification risk is reported in the card.",
+        "rai:annotationsPerItem": "1",
+        "rai:dataAnnotationProtocol": annotation,
+        "rai:dataReleaseMaintenancePlan": "Regenerate with the recorded builder settings; every image carries its seed and weight hashes.",
+    }
+
+
+def write_procedural_croissant(root: Path, info, records: list[ImageRecord]) -> None:
+    """croissant.json for a MeMa-mini-style corpus (``mema-data build``); the manifest is unaffected."""
+    doc = croissant_jsonld(
+        info, records, licence=info.licence,
+        collection="Procedural: faces from an offline DCGAN (trained on DigiFace-1M) with eye-disease signs drawn by rules "
+                   "at MediaPipe landmarks; no real patient data is used.",
+        sensitive="No real person or patient is depicted; no real health data.",
+        biases="Classes are balanced by construction; age and gender follow the DCGAN's faces (estimated by the Cydral models).",
+        limitations="Not for clinical validation: signs are drawn by rules, not photographed.",
+        annotation="Labels are the rendering conditions; lesion masks are the drawn lesions.",
+    )
+    atomic_write_bytes(root / "croissant.json", json.dumps(doc, indent=2).encode())

@@ -88,7 +88,7 @@ def _assign_splits(ids: list[str], spec: str, seed: int) -> dict[str, str]:
 
 
 def run(args) -> Path:
-    from mema.generation.card import _grid, sample_for_grid
+    from mema.generation.card import _grid, croissant_jsonld, sample_for_grid
     from mema.generation.diffusion.sample import load_samples
     from mema.generation.leakage import load_filter
     from mema.generation.review import load_decisions
@@ -177,7 +177,18 @@ def run(args) -> Path:
     from mema.corpus.schema import SPLITS
 
     atomic_write_bytes(out / CARD, (hf_card_header([s for s in SPLITS if s in {r.split for r in records}]) + body).encode())
-    atomic_write_bytes(out / "croissant.json", json.dumps(croissant(args, info, records, licence, decisions is not None), indent=2).encode())
+    reviewed = decisions is not None
+    atomic_write_bytes(out / "croissant.json", json.dumps(croissant_jsonld(
+        info, records, licence=licence,
+        collection="Synthetic images sampled from a generative model conditioned on a private set of real patient photos "
+                   "(for the diffusion backend: SD 1.5 LoRA-finetuned on them, with public reference faces injected by IP-Adapter).",
+        sensitive="No real person is depicted by design; samples within the same-person threshold of any real patient "
+                  "(two face recognisers) were removed. Health conditions are synthetic labels.",
+        biases="Disease, age and gender follow the private real set's distribution (see card/distribution.json); ethnicity and "
+               "skin tone follow the reference faces and the base model, and were not controlled.",
+        limitations="Not for clinical validation. " + ("Labels reviewed by physicians." if reviewed else "Labels not reviewed by physicians."),
+        annotation="mema-generate review: accept/reject, relabel, lesion masks from a proposal." if reviewed else "Labels are the sampling conditions.",
+    ), indent=2).encode())
     write_stage(card_dir, "card", {k: str(v) for k, v in vars(args).items() if k not in ("func",)}, seconds=time.time() - t0,
                 extra={"n_images": len(records), "manifest_sha256": info.manifest_sha256})
     print(f"{args.name} {args.version}: {len(records)} images in {out}; manifest sha256 {info.manifest_sha256}")
@@ -230,41 +241,3 @@ def _markdown(args, info, records, dist, leak, grids, licence, reviewed, n_rejec
               "## Sample grids", "![all classes](card/grid_all.png)", ""]
     lines += [f"- {d}: ![{d}](card/grid_{d}.png)" for d in grids]
     return "\n".join(lines) + "\n"
-
-
-def croissant(args, info, records, licence: str, reviewed: bool) -> dict:
-    splits = sorted({r.split for r in records})
-    fields = [("id", "sc:Text"), ("file_name", "sc:Text"), ("split", "sc:Text"), ("disease", "sc:Text"), ("severity", "sc:Text"),
-              ("age", "sc:Integer"), ("gender", "sc:Text"), ("sha256", "sc:Text")]
-    return {
-        "@context": {"@language": "en", "@vocab": "https://schema.org/", "cr": "http://mlcommons.org/croissant/",
-                     "rai": "http://mlcommons.org/croissant/RAI/", "sc": "https://schema.org/", "dct": "http://purl.org/dc/terms/",
-                     "data": {"@id": "cr:data", "@type": "@json"}, "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
-                     "field": "cr:field", "fileObject": "cr:fileObject", "fileSet": "cr:fileSet", "source": "cr:source",
-                     "extract": "cr:extract", "column": "cr:column", "recordSet": "cr:recordSet", "includes": "cr:includes",
-                     "containedIn": "cr:containedIn", "encodingFormat": "cr:encodingFormat", "conformsTo": "dct:conformsTo"},
-        "@type": "sc:Dataset", "conformsTo": "http://mlcommons.org/croissant/1.0",
-        "name": info.name, "version": info.version, "description": info.description, "license": licence,
-        "sha256": info.manifest_sha256,
-        "distribution": [
-            *({"@type": "cr:FileObject", "@id": f"{s}-metadata", "name": f"{s}/metadata.jsonl", "contentUrl": f"{s}/metadata.jsonl",
-               "encodingFormat": "application/jsonlines"} for s in splits),
-            *({"@type": "cr:FileSet", "@id": f"{s}-images", "name": f"{s} images", "includes": f"{s}/*.png", "encodingFormat": "image/png"} for s in splits),
-        ],
-        "recordSet": [{"@type": "cr:RecordSet", "@id": f"{s}", "name": s, "field": [
-            {"@type": "cr:Field", "@id": f"{s}/{f}", "name": f, "dataType": t,
-             "source": {"fileObject": {"@id": f"{s}-metadata"}, "extract": {"column": f}}} for f, t in fields]} for s in splits],
-        "rai:dataCollection": "Synthetic images sampled from a diffusion model LoRA-finetuned on a private set of real patient photos, "
-                              "conditioned on disease prompts and public reference faces (IP-Adapter).",
-        "rai:dataCollectionType": ["Synthetic data generation"],
-        "rai:personalSensitiveInformation": "No real person is depicted by design; samples within the same-person threshold of any real "
-                                            "patient (two face recognisers) were removed. Health conditions are synthetic labels.",
-        "rai:dataBiases": "Disease, age and gender follow the private real set's distribution (see card/distribution.json); "
-                          "ethnicity and skin tone follow the reference faces and the base model, and were not controlled.",
-        "rai:dataLimitations": "Not for clinical validation. " + ("Labels reviewed by physicians." if reviewed else "Labels not reviewed by physicians."),
-        "rai:dataUseCases": "Developing and benchmarking medical-aware face de-identification methods.",
-        "rai:dataSocialImpact": "Lets hospitals share a privacy-safer stand-in for patient photos; residual re-identification risk is reported.",
-        "rai:annotationsPerItem": "1 (sampling condition, optionally corrected by a physician)",
-        "rai:dataAnnotationProtocol": "mema-generate review: accept/reject, relabel, lesion masks from a heuristic proposal.",
-        "rai:dataReleaseMaintenancePlan": "Regenerate with mema-generate; every image carries its seed and weight hashes.",
-    }
