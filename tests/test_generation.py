@@ -32,17 +32,28 @@ def test_chain_finetune_sample_filter_review_card(chain):
     root, real = chain
     lora, samples, filt, review, corpus = (root / x for x in ("lora", "samples", "filter", "review", "corpus"))
     assert main(["finetune", *_sd(root), "--train_data_dir", str(real), "--output_dir", str(lora), "--resolution", RES,
-                 "--rank", "4", "--train_batch_size", "2", "--num_train_epochs", "2", "--checkpointing_steps", "2",
+                 "--rank", "4", "--train_batch_size", "2", "--num_train_epochs", "2", "--checkpointing_steps", "2", "--random_flip",
                  "--num_validation_images", "1", "--validation_steps", "2", "--seed", "3"]) == 0
     stage = json.loads((lora / "stage.json").read_text())
     assert stage["global_step"] == 6 and (lora / "pytorch_lora_weights.safetensors").is_file()
     assert sorted(p.name for p in lora.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     assert (lora / "validation" / "step-2" / "BCC-0.png").is_file()
     assert "LoRA (rank 4)" in (lora / "README.md").read_text()
-    # resuming from the last checkpoint finishes without training further
-    assert main(["finetune", *_sd(root), "--train_data_dir", str(real), "--output_dir", str(lora), "--resolution", RES,
-                 "--rank", "4", "--train_batch_size", "2", "--num_train_epochs", "2", "--checkpointing_steps", "2",
+    # a run stopped after checkpoint-2 (mid-epoch) and resumed ends with the identical LoRA
+    import shutil
+
+    from mema.weights import sha256_file
+
+    stopped = root / "lora-stopped"
+    shutil.copytree(lora, stopped)
+    for name in ("checkpoint-4", "checkpoint-6"):
+        shutil.rmtree(stopped / name)
+    for name in ("pytorch_lora_weights.safetensors", "stage.json", "README.md"):
+        (stopped / name).unlink()
+    assert main(["finetune", *_sd(root), "--train_data_dir", str(real), "--output_dir", str(stopped), "--resolution", RES,
+                 "--rank", "4", "--train_batch_size", "2", "--num_train_epochs", "2", "--checkpointing_steps", "2", "--random_flip",
                  "--num_validation_images", "1", "--validation_steps", "2", "--seed", "3", "--resume_from_checkpoint", "latest"]) == 0
+    assert sha256_file(stopped / "pytorch_lora_weights.safetensors") == sha256_file(lora / "pytorch_lora_weights.safetensors")
 
     assert main(["sample", *_sd(root), "--lora_dir", str(lora), "--ip_adapter", str(root / "w" / "ip-adapter"),
                  "--reference_faces", str(root / "faces"), "--num_samples", "5", "--output_dir", str(samples),

@@ -58,8 +58,8 @@ def add_arguments(p) -> None:
 class _RealPairs:
     """torch Dataset of (pixel_values in [-1, 1], input_ids) from checked real images."""
 
-    def __init__(self, images, tokenizer, resolution: int, center_crop: bool, random_flip: bool):
-        self.images, self.tokenizer = images, tokenizer
+    def __init__(self, images, tokenizer, resolution: int, center_crop: bool, random_flip: bool, sampler: "EpochShuffle"):
+        self.images, self.tokenizer, self.sampler = images, tokenizer, sampler
         self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
 
     def __len__(self) -> int:
@@ -75,18 +75,36 @@ class _RealPairs:
         scale = self.resolution / min(w, h)
         img = img.resize((max(self.resolution, round(w * scale)), max(self.resolution, round(h * scale))), Image.BICUBIC)
         w, h = img.size
+        # Crops and flips depend on (seed, epoch, index) only, not on the global RNG: data loading runs ahead of
+        # training (prefetch), so a global-RNG draw here would differ between a run and its resume.
+        rng = np.random.default_rng([self.sampler.seed, self.sampler.epoch, i])
         if self.center_crop:
             left, top = (w - self.resolution) // 2, (h - self.resolution) // 2
         else:
-            rng = np.random.default_rng([i, w, h, torch.initial_seed() % 2**32])
             left, top = int(rng.integers(0, w - self.resolution + 1)), int(rng.integers(0, h - self.resolution + 1))
         img = img.crop((left, top, left + self.resolution, top + self.resolution))
         x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
-        if self.random_flip and torch.rand(()) < 0.5:
+        if self.random_flip and rng.random() < 0.5:
             x = x.flip(-1)
         ids = self.tokenizer(caption(item.disease), max_length=self.tokenizer.model_max_length, padding="max_length",
                              truncation=True, return_tensors="pt").input_ids[0]
         return {"pixel_values": x, "input_ids": ids}
+
+
+class EpochShuffle:
+    """Sampler whose order depends only on (seed, epoch), so a resumed run sees the same batches."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
@@ -137,8 +155,11 @@ def run(args) -> Path:
     lora_params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(lora_params, lr=args.learning_rate)
 
-    dataset = _RealPairs(real.images, tokenizer, args.resolution, args.center_crop, args.random_flip)
-    loader = torch.utils.data.DataLoader(dataset, shuffle=True, batch_size=args.train_batch_size,
+    sampler = EpochShuffle(len(real.images), args.seed)
+    dataset = _RealPairs(real.images, tokenizer, args.resolution, args.center_crop, args.random_flip, sampler)
+    # Its own generator: each new loader iterator draws a base seed, which must not come from the global RNG
+    # (a resumed run creates one more iterator than the original did at that point).
+    loader = torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=args.train_batch_size,
                                          num_workers=args.dataloader_num_workers, generator=torch.Generator().manual_seed(args.seed))
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
@@ -166,7 +187,7 @@ def run(args) -> Path:
         diseases = [d for d, n in distribution_stats(real.images)["disease"].items() if n]
         folder = out / "validation" / f"step-{step}"
         unet.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng():  # validation never moves the training RNG (resume stays exact)
             for d in diseases:
                 for k in range(args.num_validation_images):
                     g = torch.Generator(device="cpu").manual_seed(args.seed + k)
@@ -179,9 +200,14 @@ def run(args) -> Path:
     bar = tqdm(total=max_steps, initial=global_step, desc="finetune", disable=not accelerator.is_local_main_process)
     unet.train()
     for epoch in range(first_epoch, epochs):
-        for step, batch in enumerate(loader):
-            if epoch == first_epoch and step < resume_step:
-                continue  # batches already trained on before the checkpoint
+        # accelerate's loader sets the sampler's epoch from its own iteration count, which restarts at 0 in a
+        # resumed process: set it explicitly. Batches trained on before the checkpoint are skipped by index.
+        loader.set_epoch(epoch)
+        epoch_loader = loader
+        if epoch == first_epoch and resume_step:
+            epoch_loader = accelerator.skip_first_batches(loader, resume_step)
+            epoch_loader.set_epoch(epoch)
+        for batch in epoch_loader:
             with accelerator.accumulate(unet):
                 latents = vae.encode(batch["pixel_values"].to(dtype=weight_dtype)).latent_dist.sample()
                 latents = latents * vae.config.scaling_factor
