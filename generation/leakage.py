@@ -5,13 +5,15 @@ its unit embeddings, renormalised), by at least two recognisers from the recogni
 recogniser's same-person threshold of any of them is a leak and is dropped; a sample in which no face is
 found cannot be measured and follows ``--on_no_face`` (default: drop, recorded).
 
-Thresholds: calibrated ones from ``--thresholds`` (JSON ``{recogniser: L2}``, or the reference evaluator's
-``thresholds.json`` with ``--far``), else each recogniser's published same-person threshold.
+Thresholds: ``--thresholds`` (JSON ``{recogniser: L2}``, or the reference evaluator's ``thresholds.json``
+with ``--far``); else calibrated on the real set's impostor pairs at ``--calibrate_far`` (default 0.1%) when
+it has at least 1/FAR pairs; else each recogniser's published same-person threshold. The source is recorded.
 
 Outputs (no real path, file name or embedding is written; real images appear only as sha256, identities
 only as a salted-free short hash of their id)::
 
     filter.json        leakage rate per recogniser before and after filtering, thresholds, distance histograms
+    distances_<recogniser>.npz   the full sample x real-image distance matrix (rows: sample ids, columns: real sha256)
     per_sample.jsonl   per sample: decision, reason, per recogniser min distances and top-k nearest real images
     kept.txt           ids of the samples that passed
     stage.json
@@ -39,6 +41,9 @@ def add_arguments(p) -> None:
     p.add_argument("--recognisers", default="sface,dlib-resnet", help="comma-separated; at least two")
     p.add_argument("--thresholds", default=None, help="JSON {recogniser: L2 threshold} or a reference thresholds.json")
     p.add_argument("--far", default="0.001", help="with a reference thresholds.json: which calibrated FAR to use")
+    p.add_argument("--calibrate_far", type=float, default=0.001,
+                   help="without --thresholds: calibrate each threshold on the real set's impostor pairs (different patients) at this"
+                        " false accept rate, when there are at least 1/FAR pairs; else the published threshold is used (recorded)")
     p.add_argument("--top_k", type=int, default=5)
     p.add_argument("--on_no_face", choices=["drop", "keep"], default="drop")
     p.add_argument("--allow_single_recogniser", action="store_true", help="allow one recogniser (not recommended)")
@@ -56,6 +61,23 @@ def _thresholds(names: list[str], recognisers: dict, path: str | None, far: str)
             elif isinstance(v, dict) and f"far_{far}" in v:
                 out[n] = {"l2": float(v[f"far_{far}"]["threshold"]), "source": f"calibrated at FAR {far} ({Path(path).name})"}
     return out
+
+
+def calibrate_on_real(emb: np.ndarray, ids: list[str], far: float) -> dict | None:
+    """Same-person L2 threshold at ``far`` from impostor pairs of the real set; None when too few pairs."""
+    from mema.metrics.identity import accept_rate, calibrate_threshold
+
+    ok = np.isfinite(emb).all(1)
+    e, idn = emb[ok], np.asarray(ids)[ok]
+    iu = np.triu_indices(len(e), 1)
+    d = np.linalg.norm(e[:, None] - e[None], axis=-1)[iu]
+    same = (idn[:, None] == idn[None])[iu]
+    impostor, genuine = d[~same], d[same]
+    if len(impostor) < int(np.ceil(1 / far)):
+        return None
+    t = calibrate_threshold(impostor, far)
+    return {"l2": t, "source": f"calibrated on the real set at FAR {far:g} ({len(impostor)} impostor pairs"
+            + (f", TAR {accept_rate(genuine, t):.3f} on {len(genuine)} genuine pairs)" if len(genuine) else ")")}
 
 
 def _id_hash(identity: str) -> str:
@@ -109,6 +131,13 @@ def run(args) -> Path:
     real_emb, _ = embed_all([read_rgb(r.path)[0] for r in real.images], recognisers)
     real_sha = [r.sha256 for r in real.images]
     real_ids = [r.identity for r in real.images]
+    if not args.thresholds and args.calibrate_far:
+        for n in names:
+            cal = calibrate_on_real(real_emb[n], real_ids, args.calibrate_far)
+            if cal is not None:
+                thresholds[n] = cal
+            else:
+                thresholds[n]["source"] += f" (too few real impostor pairs to calibrate at FAR {args.calibrate_far:g})"
     imgs = [read_rgb(samples_dir / s["file_name"])[0] for s in samples]
     samp_emb, found = embed_all(imgs, recognisers)
 
@@ -129,6 +158,7 @@ def run(args) -> Path:
                     "nearest_identity": _id_hash(ids[cent_arg[row]]), "leak": bool(leaked[i]),
                     "top_k": [{"real_sha256": real_sha[j], "l2": round(float(d_img[row, j]), 4)} for j in order[row]],
                 }
+            _save_distances(args.output_dir, name, [samples[i]["id"] for i in idx], real_sha, d_img)
         summary[name] = {"threshold": thresholds[name], "mins": mins, "leaked": leaked}
 
     kept = []
@@ -174,6 +204,15 @@ def run(args) -> Path:
     print(f"filter: {len(kept)} of {len(samples)} samples kept; leakage before: "
           + ", ".join(f"{n} {_fmt(report['recognisers'][n]['leakage_rate_before'])}" for n in names))
     return out
+
+
+def _save_distances(folder, name: str, sample_ids: list[str], real_sha: list[str], d: np.ndarray) -> None:
+    """The full sample x real-image L2 matrix (float16), rows by sample id, columns by real sha256."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, sample_ids=np.array(sample_ids), real_sha256=np.array(real_sha), l2=d.astype(np.float16))
+    atomic_write_bytes(Path(folder) / f"distances_{name}.npz", buf.getvalue())
 
 
 def _rate(mask: np.ndarray) -> float | None:

@@ -99,6 +99,13 @@ def test_leakage_filter_drops_a_sample_that_is_a_real_patient(tmp_path):
         assert rec["leakage_rate_before"] >= 0.25 - 1e-9 and rec["leakage_rate_after"] == 0.0
         assert rec["threshold_source"] == "thr.json" and sum(rec["min_l2_histogram"]["counts"]) == report["n_faces_found"]
     assert "patient_" not in (filt / "per_sample.jsonl").read_text()
+    dist = np.load(filt / "distances_sface.npz")
+    assert dist["l2"].shape == (report["n_faces_found"], 5) and s0["recognisers"]["sface"]["top_k"][0]["real_sha256"] in set(dist["real_sha256"])
+    # without --thresholds: calibrated on the real set's impostor pairs when there are enough of them
+    assert main(["filter", "--samples", str(out), "--train_data_dir", str(real), "--output_dir", str(tmp_path / "fcal"),
+                 "--calibrate_far", "0.2"]) == 0
+    cal = json.loads((tmp_path / "fcal" / "filter.json").read_text())["recognisers"]["sface"]
+    assert cal["threshold_source"].startswith("calibrated on the real set at FAR 0.2 (8 impostor pairs")
     # one recogniser is not enough unless asked for
     assert main(["filter", "--samples", str(out), "--train_data_dir", str(real), "--output_dir", str(tmp_path / "f1"),
                  "--recognisers", "sface"]) == 2
