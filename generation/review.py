@@ -64,6 +64,10 @@ def export(args) -> Path:
 
     t0 = time.time()
     samples_dir, out = Path(args.samples), Path(args.output_dir)
+    if (out / "review.csv").is_file():
+        with open(out / "review.csv", newline="", encoding="utf-8") as fh:
+            if any((r.get("decision") or "").strip() for r in csv.DictReader(fh)):
+                raise StageError(f"{out / 'review.csv'} already holds physicians' decisions; export to another --output_dir")
     samples = {s["id"]: s for s in load_samples(samples_dir)}
     _, per = load_filter(args.filter)
     kept = [p["id"] for p in per if p["decision"] == "keep"]

@@ -83,6 +83,8 @@ def test_chain_finetune_sample_filter_review_card(chain):
         w.writeheader()
         w.writerows(rows)
     assert main(["review", "import", "--review", str(review)]) == 0
+    # exporting again over filled decisions is refused
+    assert main(["review", "export", "--samples", str(samples), "--filter", str(filt), "--output_dir", str(review)]) == 2
 
     assert main(["card", "--samples", str(samples), "--filter", str(filt), "--review", str(review),
                  "--output_dir", str(corpus), "--name", "mema-gen-test", "--splits", "train=0.5,test=0.5"]) == 0

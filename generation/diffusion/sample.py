@@ -151,6 +151,8 @@ def run(args) -> Path:
 
     t0 = time.time()
     out = Path(args.output_dir)
+    if args.num_samples < 1:
+        raise StageError("--num_samples must be at least 1")
     stats_path = Path(args.real_stats) if args.real_stats else (Path(args.lora_dir) / "real_stats.json" if args.lora_dir else None)
     if stats_path is None or not stats_path.is_file():
         raise StageError("need the real set's distribution: --lora_dir FINETUNE_DIR or --real_stats real_stats.json (`mema-generate stats`)")
@@ -210,7 +212,12 @@ def run(args) -> Path:
                 renderer = ProceduralRenderer(CorpusConfig(image_size=args.resolution, seed=args.seed))
                 generate = lambda spec: procedural_sample(renderer, spec)  # noqa: E731
             else:
-                device = default_device()
+                if args.shard is None:  # under `accelerate launch`: each process on its own GPU
+                    from accelerate import PartialState
+
+                    device = PartialState().device
+                else:
+                    device = default_device()
                 dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
                 pipe = base_pipeline(args.pretrained_model_name_or_path, config_dir=args.original_config_dir, dtype=dtype)
                 pipe.load_lora_weights(str(lora_dir), weight_name=LORA_FILE)
@@ -233,6 +240,8 @@ def run(args) -> Path:
                 atomic_write_bytes(done_dir / f"{spec.id}.json", json.dumps(record).encode())
                 bar.update(1)
             bar.close()
+            if args.backend == "procedural":
+                renderer.close()
     _merge_if_complete(out, plan, args, weights, time.time() - t0)
     return out
 
