@@ -168,3 +168,5 @@ def test_procedural_backend_runs_through_the_same_plan_filter_and_card(tmp_path)
     assert kept >= 1 and c.info.n_images == kept and "Not physician-reviewed" in (corpus / "README.md").read_text()
     assert all((r.mask_file is not None) == (r.disease in ("BCC", "SCC")) for r in c.split("train"))
     assert verify_corpus(corpus, progress=False).ok
+    stats = json.loads((corpus / "card" / "stats.json").read_text())["embedding_disjointness"]
+    assert stats["n_without_face"] == 0 and "Split disjointness" in (corpus / "README.md").read_text()
