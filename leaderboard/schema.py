@@ -55,6 +55,11 @@ RANGES = (
     (r"\.psnr$", 0.0, 100.0),
     (r"\.dice_ratio$", 0.0, 10.0),
     (r"\.(landmark_error_\w+|gaze_\w+_error)$", 0.0, 1e6),
+    # key-security attacks (mema/evaluation/attacks.py)
+    (r"\.success_rate$", 0.0, 1.0),
+    (r"\.(pairs_succeeded|keys_succeeded)$", 0.0, 1e9),
+    (r"\.pixel_std$", 0.0, 255.0),
+    (r"\.identity_cosine_distance$", 0.0, 2.0),
 )
 
 

@@ -18,6 +18,14 @@ restores it with the right key and with a fixed wrong key), then measures:
   geometry        landmark error (eye, mouth, nose; / inter-ocular distance), geometric gaze error,
                   face-detected rate of outputs
   reversibility   PSNR, SSIM, restored ID-Dis and same-person rate, top-1 on restored, wrong-key protection
+  key-security    optional, not in the default run (minutes per method; reversible methods only):
+                  brute force (1,000 random keys x 8 images: keys whose restoration is judged the
+                  original's person), universal key (a gradient-optimised key vector: protection rate
+                  and PSNR on held-out images), BIM identity spoofing through the right key at L_inf
+                  0.01/0.03/0.05 with and without a noise defence, key diversity (100 keys: pixel std,
+                  identity cosine distance). Judged by SFace at its calibrated threshold; the last two
+                  need the method's restore_tensor. Sizes: --key-security-config FILE (JSON fields of
+                  mema.evaluation.attacks.KeySecurityConfig). Add it with --tasks ...,key-security
 
 Every metric carries n and a 95% bootstrap CI (identities resampled). Output folder (default
 runs/NAME): results.json, samples.jsonl (per-sample hashes and results), report.html, and the
@@ -47,15 +55,32 @@ def _cmd_ls() -> int:
     return 0
 
 
+def _key_security_config(path: Path | None):
+    from pydantic import ValidationError
+
+    from mema.evaluation.attacks import KeySecurityConfig
+
+    if path is None:
+        return KeySecurityConfig()
+    try:
+        return KeySecurityConfig.model_validate_json(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"--key-security-config {path}: cannot read ({exc.strerror})") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"--key-security-config {path}: {problems}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from mema.evaluation.harness import DEFAULT_RECOGNISERS, TASKS
+    from mema.evaluation.harness import DEFAULT_RECOGNISERS, OPTIONAL_TASKS, TASKS
 
     p = argparse.ArgumentParser(prog="mema-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", choices=["ls"], help="ls: list the available methods")
     p.add_argument("--method", help="method name, entry point or package.module:Class")
     p.add_argument("--dataset", default="mini", help="corpus folder or preset name (default: mini, built if missing)")
     p.add_argument("--split", default="test", choices=["test", "val"], help="evaluation split (default test)")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
+    p.add_argument("--tasks", default=",".join(TASKS),
+                   help=f"comma-separated subset of {','.join(TASKS)} (default: all of these), plus optional {','.join(OPTIONAL_TASKS)}")
     p.add_argument("--recognisers", default=",".join(DEFAULT_RECOGNISERS), help="comma-separated (sface, dlib-resnet; arcface/facenet with local weights)")
     p.add_argument("--out", type=Path, help="output folder (default runs/METHOD)")
     p.add_argument("--key", type=Path, help="key file for reversible methods (default: an ephemeral key; only its id is recorded)")
@@ -63,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--far", type=float, default=0.01, help="false accept rate of the same-person threshold (0.01 or 0.001)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--key-security-config", type=Path, help="JSON file with attack sizes for the key-security task (see above)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -96,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             build_corpus(PRESETS[args.dataset], root, progress=not args.quiet)
         corpus = load_corpus(root)
         cfg = EvalConfig(split=args.split, tasks=[t for t in args.tasks.split(",") if t], recognisers=[r for r in args.recognisers.split(",") if r],
-                         batch_size=args.batch_size, limit=args.limit, seed=args.seed, far=args.far)
+                         batch_size=args.batch_size, limit=args.limit, seed=args.seed, far=args.far,
+                         key_security=_key_security_config(args.key_security_config))
         out = args.out or Path("runs") / method.info.name
         evaluation = Evaluation(corpus, method, out, cfg, key, progress=not args.quiet, device=args.device or runtime.default_device())
         results = evaluation.run()

@@ -5,6 +5,8 @@ Stages, each timed:
                each finished sample with its input and output hashes)
   restore      reversible methods: right key -> ``restored/``, a wrong key -> ``wrongkey/``
   measure      every metric is computed from the PNG files, never from in-memory floats
+  key_security optional task ``key-security`` (reversible methods): the attacks of
+               mema.evaluation.attacks, written to ``key_security.json`` and as ``key_security.*`` metrics
 
 Pixel-aligned protocol: a method returns an image in the input's frame, so crops for the classifier
 and recognisers are placed with the *original* image's landmarks. This is the strongest attacker
@@ -29,12 +31,16 @@ from tqdm import tqdm
 
 from mema.corpus.schema import DISEASES, ImageRecord
 from mema.corpus.store import Corpus
+from mema.evaluation.attacks import BRUTE_FORCE_SEED, DIVERSITY_SEED, UNIVERSAL_KEY_SEED, KeySecurityConfig
 from mema.evaluation.results import CorpusRef, Metric, Results, StageTiming
 from mema.imageio import read_rgb, write_png
 from mema.keys import Key, key_from_seed
 from mema.methods import Method, check_output
 
-TASKS = ("identity", "classification", "segmentation", "geometry", "reversibility")
+TASKS = ("identity", "classification", "segmentation", "geometry", "reversibility")  # the default run
+# Not in the default run: minutes per method (1,000 brute-force keys, a 200-step key optimisation, BIM).
+OPTIONAL_TASKS = ("key-security",)
+ALL_TASKS = TASKS + OPTIONAL_TASKS
 DEFAULT_RECOGNISERS = ("sface", "dlib-resnet")
 WRONG_KEY_SEED = 7_000_001  # the wrong key is derived from this seed, so it is the same in every run
 AGE_BANDS = ((0, 30, "<30"), (30, 50, "30-49"), (50, 200, ">=50"))
@@ -50,6 +56,7 @@ class EvalConfig(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     seed: int = 0
     far: float = Field(default=0.01, gt=0, lt=1)
+    key_security: KeySecurityConfig = Field(default_factory=KeySecurityConfig)  # used by the key-security task
 
 
 class EvalError(RuntimeError):
@@ -95,9 +102,9 @@ class Evaluation:
                  *, progress: bool = True, device: str = "cpu"):
         from mema.evaluators.reference import ReferenceEvaluators
 
-        unknown = set(cfg.tasks) - set(TASKS)
+        unknown = set(cfg.tasks) - set(ALL_TASKS)
         if unknown:
-            raise EvalError(f"unknown task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}")
+            raise EvalError(f"unknown task(s) {sorted(unknown)}; choose from {', '.join(ALL_TASKS)}")
         self.corpus, self.method, self.out, self.cfg = corpus, method, Path(out), cfg
         self.progress, self.device = progress, device
         self.key = key
@@ -193,6 +200,11 @@ class Evaluation:
         if reversible:
             self._fidelity(restored, metrics)
         self.timings["measure"] = StageTiming(seconds=round(time.time() - t0, 3), images=n, images_per_s=round(n / (time.time() - t0), 2), peak_rss_mb=round(_rss_mb(), 1))
+        seeds = {"evaluation": self.cfg.seed, "bootstrap": self.cfg.seed, "wrong_key": WRONG_KEY_SEED}
+        if "key-security" in self.cfg.tasks:
+            self._timed("key_security", n, lambda: self._key_security(metrics, evaluators))
+            seeds.update(brute_force_keys=BRUTE_FORCE_SEED, universal_key_keys=UNIVERSAL_KEY_SEED, diversity_keys=DIVERSITY_SEED,
+                         key_security=self.cfg.key_security.seed)
         with open(self.out / "samples.jsonl", "w") as fh:
             for r in self.records:
                 fh.write(json.dumps(per_sample[r.id], default=float) + "\n")
@@ -206,7 +218,7 @@ class Evaluation:
             tasks=list(self.cfg.tasks),
             config=self.cfg.model_dump(mode="json"),
             evaluators=evaluators,
-            seeds={"evaluation": self.cfg.seed, "bootstrap": self.cfg.seed, "wrong_key": WRONG_KEY_SEED},
+            seeds=seeds,
             environment=_environment(self.device),
             timings=self.timings,
             metrics=metrics,
@@ -268,6 +280,7 @@ class Evaluation:
         return {k2: meta[k2] for k2 in ("arch", "sha256", "val_top1", "n_train", "epochs", "seed") if k2 in meta}
 
     def _identity(self, outputs, restored, wrong, metrics, breakdowns, per_sample) -> dict:
+        from mema.evaluation.judge import calibrated_threshold
         from mema.faces.recognisers import get_recogniser
         from mema.metrics.identity import accept_rate, l2_distance, rank1_match
 
@@ -277,11 +290,7 @@ class Evaluation:
         for name in self.cfg.recognisers:
             rec_model = get_recogniser(name)
             ref_emb = self.ref.embeddings(rec_model, name)
-            cal = self.ref.thresholds(rec_model, name)
-            far_key = f"far_{self.cfg.far:g}"
-            if far_key not in cal:
-                raise EvalError(f"no threshold calibrated at FAR {self.cfg.far}; available: {[k for k in cal if k.startswith('far_')]}")
-            tau = cal[far_key]["threshold"]
+            tau, cal = calibrated_threshold(self.ref, rec_model, name, self.cfg.far)
             info[name] = {**rec_model.record, "threshold": tau, "far": self.cfg.far, "calibration": {k: v for k, v in cal.items()}}
             gal = [g for g in gallery if np.isfinite(ref_emb[g.id]).all()]
             g_emb = np.stack([ref_emb[g.id] for g in gal])
@@ -396,6 +405,16 @@ class Evaluation:
         for k in ("gaze_yaw", "gaze_pitch"):
             v = np.array(errs[k])
             metrics[f"geometry.{k}_error"] = _metric(v.mean() if len(v) else None, len(v), unit="degrees", hib=False)
+
+    def _key_security(self, metrics, evaluators) -> None:
+        from mema.evaluation.attacks import key_security_on_corpus
+        from mema.imageio import atomic_write_bytes
+
+        res = key_security_on_corpus(self.corpus, self.method, self.key, self.cfg.key_security, records=self.records, far=self.cfg.far,
+                                     ref=self.ref, device=self.device, progress=self.progress)
+        atomic_write_bytes(self.out / "key_security.json", (res.model_dump_json(indent=2) + "\n").encode())
+        metrics.update(res.metrics())
+        evaluators["key_security"] = {"judge": res.judge, "skipped": res.skipped, "seconds": res.seconds}
 
     def _fidelity(self, restored, metrics) -> None:
         from mema.metrics.image import psnr, ssim
