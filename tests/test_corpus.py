@@ -140,6 +140,10 @@ def test_export_nnunet(tiny_corpus, tmp_path):
     assert len(images) == len(labels) == 12
     img, lab = np.asarray(Image.open(images[0])), np.asarray(Image.open(labels[0]))
     assert img.shape == (128, 128, 3) and lab.shape == (128, 128) and set(np.unique(lab)) == {0, 1}
-    cases = json.loads((folder / "cases.json").read_text())
-    assert all(c["disease"] in LESION_DISEASES for c in cases.values())
+    meta = json.loads((folder / "cases.json").read_text())
+    assert all(c["disease"] in LESION_DISEASES for c in meta["cases"].values())
+    assert meta["crop"] is None and meta["lesion_pixels_in_crop"] == 1.0
     assert len(list((folder / "imagesTs").glob("*.png"))) == 8
+    cropped = export_nnunet(load_corpus(tiny_corpus), tmp_path / "c", dataset_id=8, name="TinyEyes", crop=(24, 88, 16, 112))
+    assert np.asarray(Image.open(sorted((cropped / "imagesTr").glob("*.png"))[0])).shape == (64, 96, 3)
+    assert json.loads((cropped / "cases.json").read_text())["lesion_pixels_in_crop"] > 0.99

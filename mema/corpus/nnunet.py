@@ -20,11 +20,15 @@ from mema.imageio import atomic_write_bytes, write_png
 
 
 def export_nnunet(corpus: Corpus, out_root: Path, dataset_id: int = 501, name: str = "MeMaSeg", *,
-                  max_train: int | None = None, include_test: bool = True) -> Path:
+                  max_train: int | None = None, include_test: bool = True, crop: tuple[int, int, int, int] | None = None) -> Path:
     """Write the raw dataset. ``max_train`` keeps an evenly spaced subset of the training cases
-    (by record id, so the choice is deterministic); ``include_test`` adds val/test as imagesTs."""
+    (by record id, so the choice is deterministic); ``include_test`` adds val/test as imagesTs;
+    ``crop`` = (top, bottom, left, right) writes only that window of every image and mask, and
+    ``cases.json`` records the share of lesion pixels the window keeps."""
     if not 1 <= dataset_id <= 999:
         raise ValueError(f"nnU-Net dataset ids are 1..999, got {dataset_id}")
+    window = (slice(crop[0], crop[1]), slice(crop[2], crop[3])) if crop else (slice(None), slice(None))
+    kept = total = 0
     folder = Path(out_root) / f"Dataset{dataset_id:03d}_{name}"
     if folder.exists():
         shutil.rmtree(folder)
@@ -40,8 +44,11 @@ def export_nnunet(corpus: Corpus, out_root: Path, dataset_id: int = 501, name: s
         train = rec.split == "train"
         case = f"{'tr' if train else 'ts'}_{len(cases):05d}"
         img_dir, lab_dir = ("imagesTr", "labelsTr") if train else ("imagesTs", "labelsTs")
-        write_png(folder / img_dir / f"{case}_0000.png", corpus.load_image(rec))
-        write_png(folder / lab_dir / f"{case}.png", corpus.load_mask(rec))
+        mask = corpus.load_mask(rec)
+        total += int(mask.sum())
+        kept += int(mask[window].sum())
+        write_png(folder / img_dir / f"{case}_0000.png", np.ascontiguousarray(corpus.load_image(rec)[window]))
+        write_png(folder / lab_dir / f"{case}.png", np.ascontiguousarray(mask[window]))
         cases[case] = {"id": rec.id, "split": rec.split, "disease": rec.disease}
         n_train += train
     if n_train == 0:
@@ -56,5 +63,6 @@ def export_nnunet(corpus: Corpus, out_root: Path, dataset_id: int = 501, name: s
         "licence": corpus.info.licence,
     }
     atomic_write_bytes(folder / "dataset.json", json.dumps(info, indent=2).encode())
-    atomic_write_bytes(folder / "cases.json", json.dumps(cases, indent=1).encode())
+    meta = {"crop": list(crop) if crop else None, "lesion_pixels_in_crop": kept / total if total else None, "cases": cases}
+    atomic_write_bytes(folder / "cases.json", json.dumps(meta, indent=1).encode())
     return folder

@@ -108,9 +108,9 @@ class ReferenceEvaluators:
     # --- lesion segmenter ------------------------------------------------------------------------
     def segmenter(self):
         """nnU-Net v2 trained on the training split's lesion images (cached); None if the corpus has no masks."""
-        from mema.evaluators.segmenter import Segmenter, train_segmenter
+        from mema.evaluators.segmenter import CACHE_FOLDER, Segmenter, train_segmenter
 
-        folder = self.folder / "nnunet"
+        folder = self.folder / CACHE_FOLDER
         if not (folder / "segmenter.json").exists():
             if not any(r.mask_file for r in self.corpus.split("train")):
                 return None
@@ -118,7 +118,7 @@ class ReferenceEvaluators:
                 print("training the reference nnU-Net lesion segmenter (once per corpus)")
             # Schedule overridable for quick pipeline tests; the defaults are what results report.
             train_segmenter(self.corpus, folder, device=self.device,
-                            epochs=int(os.environ.get("MEMA_NNUNET_EPOCHS", 8)), iterations=int(os.environ.get("MEMA_NNUNET_ITERATIONS", 25)))
+                            epochs=int(os.environ.get("MEMA_NNUNET_EPOCHS", 30)), iterations=int(os.environ.get("MEMA_NNUNET_ITERATIONS", 50)))
         return Segmenter(folder, device=self.device)
 
     # --- recogniser embeddings and calibrated thresholds -----------------------------------------
