@@ -65,6 +65,7 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         importlib.import_module("mema.baselines.classic")
+        importlib.import_module("mema.baselines.rofi.method")
         _BUILTINS_LOADED = True
 
 

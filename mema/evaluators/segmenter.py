@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mema.faces.eyecrop import EYE_WINDOW_128
 from mema.corpus.nnunet import export_nnunet
 from mema.corpus.store import Corpus
 
@@ -33,7 +34,7 @@ PLANS = "nnUNetPlansCPU"
 CPU_FEATURES = (16, 32, 64, 128, 128, 128, 128, 128)
 CPU_BATCH = 16
 CACHE_FOLDER = "nnunet-eyes"  # under the evaluator cache; renamed when the training recipe changes
-CROP = (24, 88, 16, 112)  # top, bottom, left, right of the eye window in the 128 px aligned face
+CROP = EYE_WINDOW_128  # top, bottom, left, right of the eye window in the 128 px aligned face
 
 
 def _env(folder: Path) -> dict[str, str]:

@@ -12,6 +12,11 @@ import numpy as np
 
 from mema.faces.landmarks import FaceLandmarks
 
+# The fixed eye window of MeMa's aligned 128 px faces (top, bottom, left, right): every lesion pixel of
+# MeMa-mini's training masks lies in rows 33-83 and columns 30-98, inside it. Multiples of 8, so it
+# falls on the H/8 grid of region-based models.
+EYE_WINDOW_128 = (24, 88, 16, 112)
+
 CROP_W, CROP_H = 96, 48
 # Eye centres land at 1/4 and 3/4 of the width, a little above the middle: lids and lesions below
 # the eye (lower-lid BCC/SCC) need more room than the brow.

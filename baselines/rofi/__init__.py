@@ -1,0 +1,1 @@
+"""ROFI: reversible, key-protected face anonymization that keeps ophthalmic signs (seed paper 000)."""

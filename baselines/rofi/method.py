@@ -1,0 +1,95 @@
+"""``rofi`` as a MeMa method: loads the exported weights and anonymizes/restores uint8 face crops.
+
+Weights: the manifest entry ``rofi_mema_mini`` (trained by ``mema-train rofi --dataset mini``, shipped
+in the package), or any file written by ``mema-train rofi`` via ``MEMA_ROFI_WEIGHTS=PATH``.
+Inference runs in eval mode with no randomness: the same input and key give the same output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mema.baselines.rofi.config import ROFIConfig
+from mema.baselines.rofi.networks import ROFI
+from mema.keys import Key, key_vector
+from mema.methods import MethodError, MethodInfo, register
+
+WEIGHTS_ENTRY = "rofi_mema_mini"
+
+
+def load_rofi(path: Path | None = None, device: str = "cpu") -> tuple[ROFI, dict]:
+    from mema.weights import weight_path, weight_record
+
+    if path is None:
+        path = weight_path(WEIGHTS_ENTRY)  # verifies the sha256 in the manifest
+        record = weight_record(WEIGHTS_ENTRY)
+    else:
+        from mema.weights import sha256_file
+
+        record = {"name": "rofi (user weights)", "file": Path(path).name, "sha256": sha256_file(Path(path))}
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (a corrupt or foreign file, reported by name)
+        raise MethodError(f"ROFI weights {Path(path).name} cannot be read ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != "mema-rofi-v1":
+        raise MethodError(f"{Path(path).name} is not a ROFI weights file written by mema-train rofi")
+    cfg = ROFIConfig.model_validate(state["config"])
+    model = ROFI(cfg)
+    for part in ("detector", "protector", "restorer"):
+        getattr(model, part).load_state_dict({k: v.float() for k, v in state[part].items()})
+    return model.to(device).eval().requires_grad_(False), {**record, "meta": state.get("meta", {})}
+
+
+@register("rofi")
+class ROFIMethod:
+    """Reversible, key-protected anonymizer that keeps the detected ophthalmic sign regions."""
+
+    def __init__(self, weights: str | Path | None = None, sign_threshold: float | None = None, batch_size: int = 64):
+        from mema.runtime import default_device
+
+        weights = weights or os.environ.get("MEMA_ROFI_WEIGHTS") or None
+        self.device = default_device()
+        self.model, self.weights = load_rofi(Path(weights) if weights else None, self.device)
+        self.threshold = self.model.cfg.sign_threshold if sign_threshold is None else float(sign_threshold)
+        self.batch_size = batch_size
+        self.info = MethodInfo(
+            name="rofi", version="0.1.0", reversible=True, key_scheme="mema-key-v1", licence="Apache-2.0",
+            trained_on=self.weights["meta"].get("trained_on", "MeMa-mini train split"),
+            description="ROFI (reversible ophthalmic face anonymization): weakly supervised sign detector, "
+                        "key-conditioned transformer identity translator, DA-Former, Dec-Net; restorer with the same key.",
+            paper="ROFI (seed paper 000); losses from MeMa MedSem-DeID",
+            params={"image_size": self.model.cfg.image_size, "sign_threshold": self.threshold, "translator_depth": self.model.cfg.translator_depth,
+                    "weights_sha256": self.weights["sha256"][:16]},
+        )
+
+    # Tensor routes: differentiable, used by the harness's key-security attacks.
+    def anonymize_tensor(self, x: torch.Tensor, key_vectors: torch.Tensor) -> torch.Tensor:
+        return self.model.anonymize(x, key_vectors, self.threshold)
+
+    def restore_tensor(self, y: torch.Tensor, key_vectors: torch.Tensor) -> torch.Tensor:
+        return self.model.restore(y, key_vectors)
+
+    def _run(self, images: np.ndarray, key: Key | None, fn) -> np.ndarray:
+        if not isinstance(key, Key):
+            raise MethodError("rofi needs a key (mema keygen KEYFILE, then --key KEYFILE)")
+        size = self.model.cfg.image_size
+        if images.ndim != 4 or images.shape[1:] != (size, size, 3):
+            raise MethodError(f"rofi takes (N, {size}, {size}, 3) uint8 face crops; got {images.shape}")
+        kv = torch.from_numpy(key_vector(key, self.model.cfg.key_dim)).to(self.device)
+        out = np.empty_like(images)
+        with torch.inference_mode():
+            for i in range(0, len(images), self.batch_size):
+                x = torch.from_numpy(images[i:i + self.batch_size]).to(self.device).permute(0, 3, 1, 2).float().div(255.0)
+                y = fn(x, kv.expand(len(x), -1))
+                out[i:i + len(x)] = y.mul(255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+        return out
+
+    def anonymize(self, images: np.ndarray, key: Key | None = None) -> np.ndarray:
+        return self._run(images, key, self.anonymize_tensor)
+
+    def restore(self, images: np.ndarray, key: Key) -> np.ndarray:
+        return self._run(images, key, self.restore_tensor)

@@ -1,0 +1,223 @@
+"""ROFI's networks (paper Section 4, Fig. 6): sign detector, identity translator, DA-Former, Dec-Net.
+
+Images are (N, 3, H, W) floats in [0, 1]. Every map that meets another lives on the H/8 x W/8 grid
+of the sign detector's regions, so sign-region features can replace translated ones cell by cell.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mema.baselines.rofi.config import ROFIConfig
+
+# ImageNet statistics: the detector's ResNet50 stages expect inputs normalised this way.
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+class SignDetector(nn.Module):
+    """ResNet50 stages conv1, res1, res2 and a linear scorer: one sign score per 8x8-pixel region.
+
+    Trained weakly (image-level healthy/diseased labels) with region-score max: p = max S. It scores
+    the eye ``window`` of the aligned face; regions outside the window score 0.
+    """
+
+    def __init__(self, window: tuple[int, int, int, int], image_size: int = 128):
+        super().__init__()
+        from torchvision.models import resnet50
+
+        self.window, self.image_size = tuple(window), image_size
+        trunk = resnet50(weights=None)  # no pretrained ResNet50 exists offline; trained on the corpus
+        self.features = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool, trunk.layer1, trunk.layer2)
+        self.scorer = nn.Conv2d(512, 1, kernel_size=1)  # a linear scorer applied to every region
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+
+    def region_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, h/8, w/8) logits of the window's regions."""
+        t, b, l, r = self.window
+        return self.scorer(self.features((x[:, :, t:b, l:r] - self.mean) / self.std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Region scores in [0, 1] on the whole image's H/8 x W/8 grid (0 outside the window)."""
+        t, b, l, r = self.window
+        g = x.shape[-1] // 8
+        scores = x.new_zeros(x.shape[0], 1, g, g)
+        scores[:, :, t // 8:b // 8, l // 8:r // 8] = torch.sigmoid(self.region_logits(x))
+        return scores
+
+
+def sign_mask(scores: torch.Tensor, threshold: float, dilation: int) -> torch.Tensor:
+    """Binary (N, 1, g, g) mask of regions scoring above ``threshold``, grown by ``dilation`` cells."""
+    mask = (scores > threshold).float()
+    if dilation > 0:
+        mask = F.max_pool2d(mask, 2 * dilation + 1, stride=1, padding=dilation)
+    return mask
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with ReLU and an identity skip; no batch norm (paper, Dec-Net)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class Upsample(nn.Module):
+    """Nearest x2 then a 3x3 conv (no checkerboard artefacts of transposed convs)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest")))
+
+
+class DecNet(nn.Module):
+    """4 residual blocks, upsample, 2 residual blocks, upsample, 1 residual block, upsample, to RGB.
+
+    Returns a residual image: the caller adds it to the image it started from, so details the
+    translation leaves alone pass through exactly (which is what makes restoration sharp).
+    """
+
+    def __init__(self, cfg: ROFIConfig):
+        super().__init__()
+        w0, w1, w2, w3 = cfg.decoder_widths
+        self.body = nn.Sequential(
+            nn.Conv2d(cfg.token_dim, w0, 1),
+            *[ResBlock(w0) for _ in range(4)], Upsample(w0, w1),
+            *[ResBlock(w1) for _ in range(2)], Upsample(w1, w2),
+            ResBlock(w2), Upsample(w2, w3),
+        )
+        self.to_rgb = nn.Conv2d(w3, 3, 3, padding=1)
+        # Start near the identity map, but not at it: an all-zero last layer passes no gradient back.
+        nn.init.normal_(self.to_rgb.weight, std=1e-3)
+        nn.init.zeros_(self.to_rgb.bias)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.to_rgb(self.body(feat))
+
+
+def _blocks(cfg: ROFIConfig, depth: int) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(
+        cfg.token_dim, cfg.heads, dim_feedforward=2 * cfg.token_dim, dropout=0.0,
+        activation="gelu", batch_first=True, norm_first=True,
+    )
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+
+class FeatureExtractor(nn.Module):
+    """Three stride-2 convolutions: image -> (N, D, H/8, W/8)."""
+
+    def __init__(self, cfg: ROFIConfig):
+        super().__init__()
+        d = cfg.token_dim
+        self.net = nn.Sequential(
+            nn.Conv2d(3, d // 4, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(d // 4, d // 2, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(d // 2, d, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(d, d, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2.0 - 1.0)
+
+
+class IdentityTranslator(nn.Module):
+    """Flatten the feature map, prepend the key token (and the restore-mode token), transformer blocks, unflatten."""
+
+    def __init__(self, cfg: ROFIConfig, restore_mode: bool = False):
+        super().__init__()
+        g, d = cfg.grid, cfg.token_dim
+        self.key_proj = nn.Linear(cfg.key_dim, d)
+        self.pos = nn.Parameter(torch.zeros(1, g * g, d))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.mode = nn.Parameter(torch.zeros(1, 1, d)) if restore_mode else None
+        if self.mode is not None:
+            nn.init.trunc_normal_(self.mode, std=0.02)
+        self.blocks = _blocks(cfg, cfg.translator_depth)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, feat: torch.Tensor, key_vectors: torch.Tensor) -> torch.Tensor:
+        n, d, h, w = feat.shape
+        tokens = feat.flatten(2).transpose(1, 2) + self.pos
+        prefix = [self.key_proj(key_vectors).unsqueeze(1)]
+        if self.mode is not None:
+            prefix.append(self.mode.expand(n, -1, -1))
+        out = self.blocks(torch.cat(prefix + [tokens], dim=1))[:, len(prefix):]
+        return self.norm(out).transpose(1, 2).reshape(n, d, h, w)
+
+
+class DAFormer(nn.Module):
+    """Two transformer blocks over the stitched map, amending seams left by the feature substitution."""
+
+    def __init__(self, cfg: ROFIConfig):
+        super().__init__()
+        self.pos = nn.Parameter(torch.zeros(1, cfg.grid * cfg.grid, cfg.token_dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.blocks = _blocks(cfg, cfg.daformer_depth)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        n, d, h, w = feat.shape
+        tokens = self.blocks(feat.flatten(2).transpose(1, 2) + self.pos)
+        return tokens.transpose(1, 2).reshape(n, d, h, w)
+
+
+class Protector(nn.Module):
+    """Neural Identity Protector: translator, sign-feature substitution, DA-Former, Dec-Net."""
+
+    def __init__(self, cfg: ROFIConfig):
+        super().__init__()
+        self.extract = FeatureExtractor(cfg)
+        self.translate = IdentityTranslator(cfg)
+        self.daformer = DAFormer(cfg)
+        self.decode = DecNet(cfg)
+
+    def forward(self, x: torch.Tensor, key_vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        feat = self.extract(x)
+        translated = self.translate(feat, key_vectors)
+        stitched = mask * feat + (1.0 - mask) * translated  # sign regions keep the original's features
+        return (x + self.decode(self.daformer(stitched))).clamp(0.0, 1.0)
+
+
+class Restorer(nn.Module):
+    """Neural Identity Restorer: the same architecture with a learnable restore-mode token."""
+
+    def __init__(self, cfg: ROFIConfig):
+        super().__init__()
+        self.extract = FeatureExtractor(cfg)
+        self.translate = IdentityTranslator(cfg, restore_mode=True)
+        self.daformer = DAFormer(cfg)
+        self.decode = DecNet(cfg)
+
+    def forward(self, y: torch.Tensor, key_vectors: torch.Tensor) -> torch.Tensor:
+        feat = self.translate(self.extract(y), key_vectors)
+        return (y + self.decode(self.daformer(feat))).clamp(0.0, 1.0)
+
+
+class ROFI(nn.Module):
+    """The whole model. ``anonymize`` needs the detector; ``restore`` does not."""
+
+    def __init__(self, cfg: ROFIConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.detector = SignDetector(cfg.detector_window, cfg.image_size)
+        self.protector = Protector(cfg)
+        self.restorer = Restorer(cfg)
+
+    def signs(self, x: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        t = self.cfg.sign_threshold if threshold is None else threshold
+        return sign_mask(self.detector(x), t, self.cfg.sign_dilation)
+
+    def anonymize(self, x: torch.Tensor, key_vectors: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        return self.protector(x, key_vectors, self.signs(x, threshold))
+
+    def restore(self, y: torch.Tensor, key_vectors: torch.Tensor) -> torch.Tensor:
+        return self.restorer(y, key_vectors)

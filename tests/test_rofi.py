@@ -1,0 +1,138 @@
+"""ROFI: architecture facts from the paper, training (tiny schedules; far too short to learn), resume, the method."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mema.baselines.rofi.config import ROFIConfig
+from mema.baselines.rofi.networks import ROFI, DecNet, ResBlock, sign_mask
+from mema.keys import key_from_seed, key_vector
+
+
+def _perturbed(model: ROFI) -> ROFI:
+    # Dec-Net's last conv starts near zero (near the identity map); give it weights so outputs depend on inputs.
+    torch.manual_seed(0)
+    for dec in (model.protector.decode, model.restorer.decode):
+        torch.nn.init.normal_(dec.to_rgb.weight, std=0.05)
+    return model.eval()
+
+
+def test_architecture_follows_the_paper():
+    cfg = ROFIConfig()
+    model = ROFI(cfg)
+    x = torch.rand(2, 3, 128, 128)
+    scores = model.detector(x)
+    assert scores.shape == (2, 1, 16, 16)  # regions at H/8 x W/8
+    t, b, l, r = (v // 8 for v in cfg.detector_window)
+    outside = scores.clone()
+    outside[:, :, t:b, l:r] = 0
+    assert outside.abs().max() == 0 and scores[:, :, t:b, l:r].min() > 0  # only the eye window is scored
+    assert len(model.protector.translate.blocks.layers) == 6
+    assert len(model.protector.daformer.blocks.layers) == 2
+    body = list(DecNet(cfg).body)
+    kinds = ["R" if isinstance(m, ResBlock) else "U" if type(m).__name__ == "Upsample" else "-" for m in body]
+    assert "".join(kinds) == "-RRRRURRURU"  # 4 res, up, 2 res, up, 1 res, up
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.protector.decode.modules())
+    assert model.restorer.translate.mode is not None and model.protector.translate.mode is None
+
+
+def test_sign_regions_keep_original_features_and_the_key_matters():
+    model = _perturbed(ROFI(ROFIConfig()))
+    x = torch.rand(2, 3, 128, 128)
+    k1, k2 = (torch.from_numpy(key_vector(key_from_seed(s))).expand(2, -1) for s in (1, 2))
+    full, empty = torch.ones(2, 1, 16, 16), torch.zeros(2, 1, 16, 16)
+    with torch.no_grad():
+        # All regions are signs: the translated features are discarded, so the key has no effect.
+        assert torch.equal(model.protector(x, k1, full), model.protector(x, k2, full))
+        # No signs: the output depends on the key.
+        assert (model.protector(x, k1, empty) - model.protector(x, k2, empty)).abs().max() > 1e-5
+
+
+def test_sign_mask_threshold_and_dilation():
+    scores = torch.zeros(1, 1, 16, 16)
+    scores[0, 0, 5, 6] = 0.9
+    assert sign_mask(scores, 0.5, 0).sum() == 1
+    assert sign_mask(scores, 0.5, 1).sum() == 9  # grown by one cell on each side
+    assert sign_mask(scores, 0.95, 1).sum() == 0
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tmp_path_factory):
+    from mema.cli.train import main
+
+    out = tmp_path_factory.mktemp("rofi")
+    args = ["rofi", "--dataset", str(tiny_corpus), "--output_dir", str(out), "--identity_steps", "3",
+            "--detector_steps", "2", "--translator_steps", "4", "--checkpointing_steps", "2", "--quiet"]
+    assert main(args) == 0
+    return out, args
+
+
+def test_train_writes_a_self_contained_folder(trained):
+    out, _ = trained
+    for name in ("config.json", "train_log.jsonl", "detector_eval.json", "train_report.json", "rofi.pt"):
+        assert (out / name).is_file(), name
+    assert (out / "rofi.pt").stat().st_size < 20e6
+
+
+def test_translator_resume_is_exact(tiny_corpus, tmp_path):
+    """A run stopped at step 2 and resumed to 4 ends with the same weights as an uninterrupted run."""
+    from mema.baselines.rofi import train as T
+    from mema.baselines.rofi.data import load_split
+    from mema.baselines.rofi.identity import IdentityNet
+    from mema.corpus.store import load_corpus
+
+    data = load_split(load_corpus(tiny_corpus), "train", progress=False)
+    scores = torch.rand(len(data.images), 1, 16, 16)
+    idnet = IdentityNet().eval()
+    cfg = T.TrainConfig(translator_steps=4, checkpointing_steps=2, translator_batch_size=2)
+    whole, _ = T.train_translator(data, scores, idnet, cfg, tmp_path / "a", progress=False)
+    T.train_translator(data, scores, idnet, cfg.model_copy(update={"translator_steps": 2}), tmp_path / "b", progress=False)
+    resumed, _ = T.train_translator(data, scores, idnet, cfg, tmp_path / "b", progress=False)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_train_refuses_a_changed_config_and_bad_input(trained, tmp_path, capsys):
+    from mema.cli.train import main
+
+    out, args = trained
+    changed = [a if a != "4" else "5" for a in args]
+    assert main(changed) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main(["rofi", "--dataset", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "dataset.json" in capsys.readouterr().err
+
+
+def test_method_round_trip_determinism_and_errors(trained, tiny_corpus, monkeypatch, tmp_path):
+    from mema.baselines.rofi.method import ROFIMethod
+    from mema.corpus.store import load_corpus
+    from mema.methods import MethodError
+
+    out, _ = trained
+    corpus = load_corpus(tiny_corpus)
+    images = np.stack([corpus.load_image(r) for r in corpus.split("test")[:4]])
+    method = ROFIMethod(weights=out / "rofi.pt")
+    assert method.info.reversible and method.info.key_scheme == "mema-key-v1"
+    key = key_from_seed(3)
+    y1, y2 = method.anonymize(images, key=key), method.anonymize(images, key=key)
+    assert y1.shape == images.shape and y1.dtype == np.uint8 and np.array_equal(y1, y2)
+    assert method.restore(y1, key=key).shape == images.shape
+    with pytest.raises(MethodError, match="needs a key"):
+        method.anonymize(images)
+    with pytest.raises(MethodError, match="face crops"):
+        method.anonymize(images[:, :64], key=key)
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"format": "other"}, bogus)
+    with pytest.raises(MethodError, match="not a ROFI weights file"):
+        ROFIMethod(weights=bogus)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(MethodError, match="cannot be read"):
+        ROFIMethod(weights=tmp_path / "junk.pt")
+    # The differentiable routes the key-security attacks use give the same images as the numpy route.
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    kv = torch.from_numpy(key_vector(key)).expand(len(x), -1)
+    with torch.no_grad():
+        yt = (method.anonymize_tensor(x, kv) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(yt, y1)
