@@ -42,15 +42,19 @@ class DCGANGenerator(nn.Module):
         return self.main(z)
 
 
+def load_generator() -> DCGANGenerator:
+    """The generator with its manifest-verified weights, in eval mode."""
+    net = DCGANGenerator()
+    net.load_state_dict(torch.load(weight_path("dcgan_digiface"), map_location="cpu", weights_only=True)["netG_state_dict"])
+    return net.eval()
+
+
 class FaceGenerator:
     """Deterministic faces from latent vectors, upscaled to ``size`` px (Lanczos)."""
 
     def __init__(self, size: int = 128):
         self.size = size
-        net = DCGANGenerator()
-        state = torch.load(weight_path("dcgan_digiface"), map_location="cpu", weights_only=True)["netG_state_dict"]
-        net.load_state_dict(state)
-        self.net = net.eval()
+        self.net = load_generator()
 
     @torch.no_grad()
     def generate(self, z: np.ndarray) -> np.ndarray:

@@ -12,6 +12,9 @@ from mema.keys import key_from_seed, key_vector
 
 
 def _perturbed(model: ROFI) -> ROFI:
+    from mema.generation.dcgan import load_generator
+
+    model.virtual.net.load_state_dict(load_generator().state_dict())
     # Dec-Net's last conv starts near zero (near the identity map); give it weights so outputs depend on inputs.
     torch.manual_seed(0)
     for dec in (model.protector.decode, model.restorer.decode):
@@ -23,6 +26,7 @@ def test_architecture_follows_the_paper():
     cfg = ROFIConfig()
     model = ROFI(cfg)
     x = torch.rand(2, 3, 128, 128)
+    assert model.virtual(torch.randn(2, 512)).shape == x.shape  # the key's virtual face, full size
     scores = model.detector(x)
     assert scores.shape == (2, 1, 16, 16)  # regions at H/8 x W/8
     t, b, l, r = (v // 8 for v in cfg.detector_window)
@@ -44,10 +48,16 @@ def test_sign_regions_keep_original_features_and_the_key_matters():
     k1, k2 = (torch.from_numpy(key_vector(key_from_seed(s))).expand(2, -1) for s in (1, 2))
     full, empty = torch.ones(2, 1, 16, 16), torch.zeros(2, 1, 16, 16)
     with torch.no_grad():
-        # All regions are signs: the translated features are discarded, so the key has no effect.
-        assert torch.equal(model.protector(x, k1, full), model.protector(x, k2, full))
-        # No signs: the output depends on the key.
-        assert (model.protector(x, k1, empty) - model.protector(x, k2, empty)).abs().max() > 1e-5
+        v1, v2 = model.virtual(k1), model.virtual(k2)
+        # All regions are signs: the translated features and the virtual face are discarded, so the key has no effect.
+        assert torch.equal(model.protector(x, k1, full, v1), model.protector(x, k2, full, v2))
+        # No signs: the output is built on the key's virtual face.
+        assert (model.protector(x, k1, empty, v1) - model.protector(x, k2, empty, v2)).abs().mean() > 0.02
+        # Sign regions of the original are where the output starts from.
+        half = torch.zeros(2, 1, 16, 16)
+        half[:, :, 4:8, 4:12] = 1
+        y = model.protector(x, k1, half, v1)
+        assert (y[:, :, 32:64, 32:96] - x[:, :, 32:64, 32:96]).abs().mean() < (y[:, :, 96:, :] - x[:, :, 96:, :]).abs().mean()
 
 
 def test_sign_mask_threshold_and_dilation():

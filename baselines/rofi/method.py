@@ -37,8 +37,10 @@ def load_rofi(path: Path | None = None, device: str = "cpu") -> tuple[ROFI, dict
         raise MethodError(f"ROFI weights {Path(path).name} cannot be read ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != "mema-rofi-v1":
         raise MethodError(f"{Path(path).name} is not a ROFI weights file written by mema-train rofi")
+    from mema.generation.dcgan import load_generator
+
     cfg = ROFIConfig.model_validate(state["config"])
-    model = ROFI(cfg)
+    model = ROFI(cfg, load_generator())  # the virtual faces come from the manifest's DCGAN
     for part in ("detector", "protector", "restorer"):
         getattr(model, part).load_state_dict({k: v.float() for k, v in state[part].items()})
     return model.to(device).eval().requires_grad_(False), {**record, "meta": state.get("meta", {})}

@@ -27,9 +27,9 @@ from mema.baselines.rofi.data import SplitTensors
 from mema.baselines.rofi.discriminators import PatchCritic, hinge_d_loss, hinge_g_loss, seam_patches
 from mema.baselines.rofi.identity import CosFaceHead, IdentityNet
 from mema.baselines.rofi.losses import (
-    LossWeights, coarse_change_hinge, identity_hinge, masked_l1, quantize,
+    LossWeights, coarse_l1_outside, identity_hinge, masked_l1, quantize,
 )
-from mema.baselines.rofi.networks import Protector, Restorer, SignDetector, sign_mask
+from mema.baselines.rofi.networks import Protector, Restorer, SignDetector, VirtualFace, sign_mask
 
 STAGES = ("identity", "detector", "translator")
 
@@ -43,11 +43,11 @@ class TrainConfig(BaseModel):
     identity_batch_size: int = Field(default=64, ge=2)
     detector_steps: int = Field(default=600, ge=1)
     detector_batch_size: int = Field(default=24, ge=2)
-    translator_steps: int = Field(default=1200, ge=1)
+    translator_steps: int = Field(default=500, ge=1)
     translator_batch_size: int = Field(default=12, ge=2)
     # For these first steps the restoration loss does not reach the protector: at the start the
     # restorer is near the identity map, so its loss would just pin the protected image to the original.
-    translator_warmup_steps: int = Field(default=300, ge=0)
+    translator_warmup_steps: int = Field(default=200, ge=0)
     learning_rate: float = Field(default=3e-4, gt=0)
     checkpointing_steps: int = Field(default=200, ge=1)
     local_patch: int = Field(default=32, ge=8)
@@ -208,6 +208,9 @@ def train_translator(data: SplitTensors, scores: torch.Tensor, idnet: IdentityNe
     opt_d = torch.optim.Adam(list(d_global.parameters()) + list(d_local.parameters()), lr=cfg.learning_rate, betas=(0.5, 0.999))
     protector, restorer, d_global, d_local, opt_g, opt_d = acc.prepare(protector, restorer, d_global, d_local, opt_g, opt_d)
     idnet = idnet.to(acc.device).eval().requires_grad_(False)
+    from mema.generation.dcgan import load_generator
+
+    virtual = VirtualFace(rc.image_size, load_generator()).to(acc.device)
     masks = sign_mask(scores, rc.sign_threshold, rc.sign_dilation)
     dev = acc.device
 
@@ -223,8 +226,10 @@ def train_translator(data: SplitTensors, scores: torch.Tensor, idnet: IdentityNe
         keys = torch.randn(n, rc.key_dim, generator=g).to(dev)
         wrong = torch.randn(n, rc.key_dim, generator=g).to(dev)
 
+        with torch.no_grad():
+            v = virtual(keys)
         with acc.autocast():
-            y = protector(x, keys, m)
+            y = protector(x, keys, m, v)
             yq = quantize(y)
             # Critics first, on a detached output.
             real_local = seam_patches(x, m, cfg.local_patch, g)
@@ -243,7 +248,7 @@ def train_translator(data: SplitTensors, scores: torch.Tensor, idnet: IdentityNe
                 "restore": F.l1_loss(x_rec, x),
                 "sign": masked_l1(y, x, m_px),
                 "deid": identity_hinge(idnet(y), e_x, w.deid_margin),
-                "away": coarse_change_hinge(y, x, m, w.away_margin),
+                "virtual": coarse_l1_outside(y, v, m),
                 "wrong_key": identity_hinge(idnet(x_wrong), e_x, w.deid_margin),
                 "global_gan": hinge_g_loss(d_global(y)),
                 "local_gan": hinge_g_loss(d_local(seam_patches(y, m, cfg.local_patch, g))),
