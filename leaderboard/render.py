@@ -175,7 +175,10 @@ def _cell(key: str, kind: str, value, cls: str = "") -> str:
 
 def _method_cell(r: Row) -> str:
     m = r.entry.method
-    link = f' <a href="{html.escape(m.code_url)}">code</a>' if m.code_url else ""
+    if m.code_url and m.code_url.startswith(("https://", "http://")):
+        link = f' <a href="{html.escape(m.code_url)}">code</a>'
+    else:  # a path inside a repository, shown as text: a relative link would not resolve from the page
+        link = f' <span class="meta">code: {html.escape(m.code_url)}</span>' if m.code_url else ""
     paper = f' <small>{html.escape(m.paper)}</small>' if m.paper else ""
     return (f'<td data-key="method" data-v="{html.escape(m.name)}">{html.escape(m.name)} <small>v{html.escape(m.version)}</small>'
             f'{link}{paper}</td>')

@@ -25,6 +25,10 @@ class ROFIConfig(BaseModel):
     # at full resolution; regions outside it score 0. Ophthalmic signs are periocular, and on whole
     # faces (64 px, 600 steps) the weakly supervised detector stayed at chance (val AUROC 0.57).
     detector_window: tuple[int, int, int, int] = EYE_WINDOW_128
+    # The key's virtual face is the generator at z = truncation x (first 100 key entries): the
+    # truncation trick trades a little diversity for typical, frontal faces (z ~ N(0, 1) gives some
+    # turned and smeared ones).
+    virtual_truncation: float = Field(default=0.6, gt=0, le=1)
     sign_threshold: float = Field(default=0.5, gt=0, lt=1)
     # Sign regions grow by this many cells so the seam falls outside the sign itself.
     sign_dilation: int = Field(default=1, ge=0)

@@ -3,6 +3,7 @@
 Weights: the manifest entry ``rofi_mema_mini`` (trained by ``mema-train rofi --dataset mini``, shipped
 in the package), or any file written by ``mema-train rofi`` via ``MEMA_ROFI_WEIGHTS=PATH``.
 Inference runs in eval mode with no randomness: the same input and key give the same output.
+``MEMA_ROFI_SIGN_THRESHOLD`` overrides the sign threshold (the paper's Table 1 ablation).
 """
 
 from __future__ import annotations
@@ -56,7 +57,14 @@ class ROFIMethod:
         weights = weights or os.environ.get("MEMA_ROFI_WEIGHTS") or None
         self.device = default_device()
         self.model, self.weights = load_rofi(Path(weights) if weights else None, self.device)
+        if sign_threshold is None and os.environ.get("MEMA_ROFI_SIGN_THRESHOLD"):
+            try:
+                sign_threshold = float(os.environ["MEMA_ROFI_SIGN_THRESHOLD"])
+            except ValueError:
+                raise MethodError("MEMA_ROFI_SIGN_THRESHOLD must be a number in (0, 1)") from None
         self.threshold = self.model.cfg.sign_threshold if sign_threshold is None else float(sign_threshold)
+        if not 0.0 < self.threshold < 1.0:
+            raise MethodError(f"rofi sign threshold must lie in (0, 1), got {self.threshold}")
         self.batch_size = batch_size
         self.info = MethodInfo(
             name="rofi", version="0.1.0", reversible=True, key_scheme="mema-key-v1", licence="Apache-2.0",

@@ -171,7 +171,7 @@ class DAFormer(nn.Module):
 
 
 class VirtualFace(nn.Module):
-    """The key's virtual identity: the offline DCGAN face at z = the key vector's first 100 entries.
+    """The key's virtual identity: the offline DCGAN face at z = truncation x the key vector's first 100 entries.
 
     The translator starts from this face instead of having to invent one: with a CPU training budget,
     a translator trained only to push its identity network's embedding away from the original learned
@@ -180,18 +180,18 @@ class VirtualFace(nn.Module):
     generator's latent expects. Frozen; differentiable in the key (the universal-key attack needs that).
     """
 
-    def __init__(self, image_size: int, generator: nn.Module | None = None):
+    def __init__(self, image_size: int, generator: nn.Module | None = None, truncation: float = 1.0):
         super().__init__()
         from mema.generation.dcgan import LATENT_DIM, DCGANGenerator
 
-        self.image_size, self.latent_dim = image_size, LATENT_DIM
+        self.image_size, self.latent_dim, self.truncation = image_size, LATENT_DIM, truncation
         self.net = (generator or DCGANGenerator()).eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> "VirtualFace":
         return super().train(False)  # batch norm stays in eval mode: the generator is frozen
 
     def forward(self, key_vectors: torch.Tensor) -> torch.Tensor:
-        face = (self.net(key_vectors[:, : self.latent_dim, None, None]) + 1.0) / 2.0
+        face = (self.net(self.truncation * key_vectors[:, : self.latent_dim, None, None]) + 1.0) / 2.0
         return F.interpolate(face, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
@@ -238,7 +238,7 @@ class ROFI(nn.Module):
     def __init__(self, cfg: ROFIConfig, generator: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
-        self.virtual = VirtualFace(cfg.image_size, generator)
+        self.virtual = VirtualFace(cfg.image_size, generator, cfg.virtual_truncation)
         self.detector = SignDetector(cfg.detector_window, cfg.image_size)
         self.protector = Protector(cfg)
         self.restorer = Restorer(cfg)

@@ -210,7 +210,7 @@ def train_translator(data: SplitTensors, scores: torch.Tensor, idnet: IdentityNe
     idnet = idnet.to(acc.device).eval().requires_grad_(False)
     from mema.generation.dcgan import load_generator
 
-    virtual = VirtualFace(rc.image_size, load_generator()).to(acc.device)
+    virtual = VirtualFace(rc.image_size, load_generator(), rc.virtual_truncation).to(acc.device)
     masks = sign_mask(scores, rc.sign_threshold, rc.sign_dilation)
     dev = acc.device
 

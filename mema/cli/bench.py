@@ -1,12 +1,16 @@
 """``mema-bench``: benchmarks that are not tests (times depend on the machine).
 
     mema-bench eval [--method mosaic] [--dataset mini] [--n 100] [--out runs/bench]
+    mema-bench anonymize [--method rofi] [--dataset mini] [--n 256] [--batch-size 64] [--out runs/bench]
 
 Runs ``mema-eval`` as a user would (a subprocess) and records:
   first_run_s   with an empty evaluator cache (trains the classifier and nnU-Net, embeds the references)
   cached_run_s  the same evaluation again, evaluators cached
   time(N), time(4N) and their ratio, on the first N and 4N samples (cached evaluators)
 The record goes to OUT/bench_eval.json with the machine's description.
+
+``anonymize`` times the method alone (images/s over N test images already in memory, after one
+warm-up batch; torch threads as set by MEMA_TORCH_THREADS, default all cores) into OUT/bench_anonymize.json.
 """
 
 from __future__ import annotations
@@ -63,6 +67,36 @@ def bench_eval(method: str, dataset: str, n: int, out: Path, skip_first: bool) -
     return record
 
 
+def bench_anonymize(method_spec: str, dataset: str, n: int, batch_size: int, out: Path) -> dict:
+    import numpy as np
+    import torch
+
+    from mema import runtime
+    from mema.cli.data import resolve_dataset
+    from mema.corpus.store import load_corpus
+    from mema.keys import key_from_seed
+    from mema.methods import get_method
+
+    runtime.set_torch_threads()
+    corpus = load_corpus(resolve_dataset(dataset))
+    records = sorted(corpus.split("test"), key=lambda r: r.id)[:n]
+    images = np.stack([corpus.load_image(r) for r in records])
+    method = get_method(method_spec)
+    key = key_from_seed(1) if method.info.reversible else None
+    method.anonymize(images[:batch_size], key=key)  # warm-up: lazy loading, allocator
+    t0 = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        method.anonymize(images[i:i + batch_size], key=key)
+    seconds = time.perf_counter() - t0
+    record = {"method": method.info.name, "n": len(images), "image_size": list(images.shape[1:3]), "batch_size": batch_size,
+              "seconds": round(seconds, 3), "images_per_s": round(len(images) / seconds, 1),
+              "torch_threads": torch.get_num_threads(),
+              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_anonymize.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mema-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -72,7 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--n", type=int, default=100, help="N of the scaling ratio time(4N)/time(N)")
     e.add_argument("--out", type=Path, default=Path("runs/bench"))
     e.add_argument("--skip-first-run", action="store_true", help="only the scaling runs, with the evaluators already cached")
+    a = sub.add_parser("anonymize", help="images/s of a method's anonymize alone")
+    a.add_argument("--method", default="rofi")
+    a.add_argument("--dataset", default="mini")
+    a.add_argument("--n", type=int, default=256)
+    a.add_argument("--batch-size", type=int, default=64)
+    a.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = p.parse_args(argv)
+    if args.command == "anonymize":
+        print(json.dumps(bench_anonymize(args.method, args.dataset, args.n, args.batch_size, args.out), indent=2))
+        return 0
     record = bench_eval(args.method, args.dataset, args.n, args.out, args.skip_first_run)
     print(json.dumps(record, indent=2))
     return 0
