@@ -81,6 +81,26 @@ def test_reversible_method_restore_and_key(tiny_corpus, tmp_path):
     assert key.secret.hex() not in logs and json.loads(key_file.read_text())["secret"] not in logs
 
 
+def test_reversible_method_without_a_key_uses_the_fixed_evaluation_key(tiny_corpus, tmp_path):
+    """Re-runs (leaderboard verification) must see the same outputs, so the default key is fixed."""
+    from mema.evaluation.harness import EVAL_KEY_SEED
+    from mema.keys import key_from_seed
+
+    ids = []
+    for run in ("a", "b"):
+        r = subprocess.run(
+            [sys.executable, "-m", "mema.cli.eval", "--method", "tests.toy_methods:KeyedShuffle", "--dataset", str(tiny_corpus),
+             "--out", str(tmp_path / run), "--quiet", "--tasks", "reversibility", "--limit", "4"],
+            capture_output=True, text=True,
+        )
+        assert r.returncode == 0, r.stderr
+        res = Results.model_validate_json((tmp_path / run / "results.json").read_text())
+        ids.append((res.key_id, res.seeds.get("key")))
+    assert ids[0] == ids[1] == (key_from_seed(EVAL_KEY_SEED).key_id, EVAL_KEY_SEED)
+    rows = [(tmp_path / run / "samples.jsonl").read_text() for run in ("a", "b")]
+    assert rows[0] == rows[1]
+
+
 def test_resume_redoes_only_missing_samples(tiny_corpus, tmp_path):
     corpus = load_corpus(tiny_corpus)
     out = tmp_path / "blur"
