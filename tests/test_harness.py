@@ -138,3 +138,18 @@ def test_cli_ls_and_help():
     assert r.returncode == 0 and all(n in r.stdout for n in ("identity", "mosaic", "dp-pix"))
     h = subprocess.run([sys.executable, "-m", "mema.cli.eval", "--help"], capture_output=True, text=True)
     assert "protection rate" in h.stdout and "--key" in h.stdout
+
+
+def test_limit_takes_whole_identities_in_a_seeded_order(tiny_corpus):
+    from collections import Counter
+
+    from mema.evaluation.harness import limited
+
+    records = load_corpus(tiny_corpus).split("test")
+    subset = limited(records, 8, seed=0)
+    assert len(subset) == 8 and [r.id for r in subset] == sorted(r.id for r in subset)
+    per_identity = Counter(r.identity for r in subset)
+    assert all(per_identity[i] == sum(r.identity == i for r in records) for i in per_identity)  # no identity split
+    assert [r.id for r in limited(records, 8, seed=0)] == [r.id for r in subset]  # deterministic
+    assert len({r.disease for r in subset}) == 4  # the tiny test split has one two-photo identity per class
+    assert limited(records, None, 0) == sorted(records, key=lambda r: r.id)

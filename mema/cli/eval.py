@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recognisers", default=",".join(DEFAULT_RECOGNISERS), help="comma-separated (sface, dlib-resnet; arcface/facenet with local weights)")
     p.add_argument("--out", type=Path, help="output folder (default runs/METHOD)")
     p.add_argument("--key", type=Path, help="key file for reversible methods (default: the fixed evaluation key key_from_seed(7000000), so re-runs agree; only key ids are recorded)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N samples (smoke runs; recorded in results)")
+    p.add_argument("--limit", type=int, help="evaluate N samples: whole identities in a seeded order, so every class is present (smoke runs, ablations; recorded in results)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--far", type=float, default=0.01, help="false accept rate of the same-person threshold (0.01 or 0.001)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")

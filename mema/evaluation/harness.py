@@ -64,6 +64,21 @@ class EvalError(RuntimeError):
     pass
 
 
+def limited(records: list[ImageRecord], limit: int | None, seed: int) -> list[ImageRecord]:
+    """The evaluation records, or a seeded subset of whole identities when ``limit`` is set.
+
+    Ids are grouped by class, so the first N would hold one or two diseases; identities are ordered by
+    a seeded hash instead (all photos of an identity stay together), then the subset is sorted by id.
+    """
+    import hashlib
+
+    records = sorted(records, key=lambda r: r.id)
+    if not limit or limit >= len(records):
+        return records
+    rank = lambda r: hashlib.sha256(f"{seed}:{r.identity}".encode()).hexdigest()  # noqa: E731
+    return sorted(sorted(records, key=lambda r: (rank(r), r.id))[:limit], key=lambda r: r.id)
+
+
 def _git_hash() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
@@ -110,13 +125,11 @@ class Evaluation:
         self.progress, self.device = progress, device
         self.key = key
         if method.info.reversible and key is None:
-
             # A fixed, published evaluation key, so a re-run (mema-leaderboard verify) sees the same outputs.
             self.key = key_from_seed(EVAL_KEY_SEED)
         self.wrong_key = key_from_seed(WRONG_KEY_SEED)
         self.ref = ReferenceEvaluators(corpus, progress=progress, device=device)
-        records = sorted(corpus.split(cfg.split), key=lambda r: r.id)
-        self.records: list[ImageRecord] = records[: cfg.limit] if cfg.limit else records
+        self.records: list[ImageRecord] = limited(corpus.split(cfg.split), cfg.limit, cfg.seed)
         if not self.records:
             raise EvalError(f"corpus {corpus.info.name} has no {cfg.split} images")
         self.timings: dict[str, StageTiming] = {}
