@@ -77,8 +77,15 @@ class Checkpoints:
         self.dir = output_dir / "checkpoints"
         self.dir.mkdir(parents=True, exist_ok=True)
 
+    def _files(self, stage: str) -> list[Path]:
+        return sorted(self.dir.glob(f"{stage}-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+
+    def latest_step(self, stage: str) -> int:
+        found = self._files(stage)
+        return int(found[-1].stem.split("-")[1]) if found else 0
+
     def latest(self, stage: str) -> tuple[int, dict] | None:
-        found = sorted(self.dir.glob(f"{stage}-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+        found = self._files(stage)
         if not found:
             return None
         return int(found[-1].stem.split("-")[1]), torch.load(found[-1], map_location="cpu", weights_only=False)
@@ -87,7 +94,7 @@ class Checkpoints:
         tmp = self.dir / f".{stage}-{step}.pt.tmp"
         torch.save(state, tmp)
         tmp.replace(self.dir / f"{stage}-{step}.pt")
-        for old in sorted(self.dir.glob(f"{stage}-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[:-keep]:
+        for old in self._files(stage)[:-keep]:
             old.unlink()
 
 
@@ -278,8 +285,7 @@ def export_weights(path: Path, cfg: ROFIConfig, detector: SignDetector, protecto
 
 
 def stage_done(out: Path, stage: str, steps: int) -> bool:
-    found = sorted((out / "checkpoints").glob(f"{stage}-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-    return bool(found) and int(found[-1].stem.split("-")[1]) >= steps
+    return Checkpoints(out).latest_step(stage) >= steps
 
 
 def seed_everything(seed: int) -> None:
