@@ -36,12 +36,16 @@ class ClinicError(ValueError):
     """A user mistake (bad folder, wrong method, name clash); the message is one line."""
 
 
+NOT_OPENED = "no sealed original for this key (re-encoded, edited, another key or never anonymized): neural restoration written"
+
+
 @dataclass
 class Summary:
     written: int = 0
     already_done: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)  # (relative name, reason)
     resized: list[tuple[str, str]] = field(default_factory=list)
+    not_opened: list[str] = field(default_factory=list)  # restored without the method's sealed original
 
 
 def find_images(inp: Path) -> list[tuple[Path, str]]:
@@ -145,7 +149,14 @@ def process(action: Action, method: Method, key: Key | None, inp: Path, out: Pat
         except Exception as exc:  # a method's own failure, reported in one line with the batch it hit
             raise ClinicError(f"{info.name}.{action} failed on {len(group)} image(s) starting with {names[0]}: {type(exc).__name__}: {exc}") from None
         outputs = check_output(info.name, images, result, names, action)
-        for (name, in_sha, _, note), img in zip(group, outputs):
+        # Methods that carry a sealed original (ROFI) say which images it could not be opened for:
+        # those got the neural restoration, a different face, and the user must know.
+        opened = getattr(method, "opened", None) if action == "restore" else None
+        closed = {i for i, o in enumerate(opened(images, key)) if o is None} if callable(opened) else set()
+        for i, ((name, in_sha, _, note), img) in enumerate(zip(group, outputs)):
+            if i in closed:
+                note = "; ".join(n for n in (note, NOT_OPENED) if n)
+                summary.not_opened.append(name)
             sha = write_png(out / name, img)  # the file first: a logged hash always has its file
             audit.append(AuditEntry(time=now_utc(), user=user, host=host, action=action, method=info.name, method_version=info.version,
                                     key_id=key_id, input_sha256=in_sha, output_sha256=sha, output=name, note=note))

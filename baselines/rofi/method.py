@@ -3,12 +3,19 @@
 Weights: the manifest entry ``rofi_mema_mini`` (trained by ``mema-train rofi --dataset mini``, shipped
 in the package), or any file written by ``mema-train rofi`` via ``MEMA_ROFI_WEIGHTS=PATH``.
 Inference runs in eval mode with no randomness: the same input and key give the same output.
-``MEMA_ROFI_SIGN_THRESHOLD`` overrides the sign threshold (the paper's Table 1 ablation).
+``MEMA_ROFI_SIGN_THRESHOLD`` overrides the sign threshold (the paper's Table 1 ablation);
+``MEMA_ROFI_EYE_OPENINGS=0`` turns off keeping the original's eye openings (the ablation in docs/rofi.md).
+
+Reversibility: ``anonymize`` seals a copy of the original into the protected image's low bits
+(:mod:`~mema.baselines.rofi.sealed`); ``restore`` opens it with the right key. Images that carry no copy
+openable with the given key (a wrong key, a re-encoded or edited file, a photo never anonymized) go
+through the neural restorer, which gives a key-dependent face and never the original.
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +23,7 @@ import torch
 
 from mema.baselines.rofi.config import ROFIConfig
 from mema.baselines.rofi.networks import ROFI
+from mema.baselines.rofi.sealed import seal, unseal
 from mema.keys import Key, key_vector
 from mema.methods import MethodError, MethodInfo, register
 
@@ -65,6 +73,13 @@ class ROFIMethod:
         self.threshold = self.model.cfg.sign_threshold if sign_threshold is None else float(sign_threshold)
         if not 0.0 < self.threshold < 1.0:
             raise MethodError(f"rofi sign threshold must lie in (0, 1), got {self.threshold}")
+        self.keep_eye_openings = self.model.cfg.keep_eye_openings
+        flag = os.environ.get("MEMA_ROFI_EYE_OPENINGS")
+        if flag is not None:
+            if flag not in ("0", "1"):
+                raise MethodError("MEMA_ROFI_EYE_OPENINGS must be 0 or 1")
+            self.keep_eye_openings = flag == "1"
+        self._landmarks = None
         self.batch_size = batch_size
         self.info = MethodInfo(
             name="rofi", version="0.1.0", reversible=True, key_scheme="mema-key-v1", licence="Apache-2.0",
@@ -72,23 +87,52 @@ class ROFIMethod:
             description="ROFI (reversible ophthalmic face anonymization): weakly supervised sign detector, "
                         "key-conditioned transformer identity translator, DA-Former, Dec-Net; restorer with the same key.",
             paper="ROFI (seed paper 000); losses from MeMa MedSem-DeID",
-            params={"image_size": self.model.cfg.image_size, "sign_threshold": self.threshold, "translator_depth": self.model.cfg.translator_depth,
+            params={"restoration": "sealed original (AES-SIV, 2 low bits), neural fallback",
+                    "keep_eye_openings": self.keep_eye_openings,
+                    "image_size": self.model.cfg.image_size, "sign_threshold": self.threshold, "translator_depth": self.model.cfg.translator_depth,
                     "weights_sha256": self.weights["sha256"][:16]},
         )
 
+    def eye_openings(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(N, 1, H, W) soft masks of the eye openings of faces in [0, 1] images ``x``; zero where no
+        face is found (that image is then pure ROFI). None when the option is off."""
+        if not self.keep_eye_openings:
+            return None
+        from mema.faces.eyecrop import eye_opening_mask
+
+        if self._landmarks is None:
+            from mema.faces.landmarks import LandmarkDetector
+
+            self._landmarks = LandmarkDetector()
+            # MediaPipe's own finaliser fails at interpreter shutdown; close it while Python is whole.
+            weakref.finalize(self, self._landmarks.close)
+        cfg = self.model.cfg
+        images = x.detach().mul(255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+        masks = np.zeros((len(images), 1, *images.shape[1:3]), np.float32)
+        for i, img in enumerate(images):
+            lm = self._landmarks.detect(img)
+            if lm is not None:
+                masks[i, 0] = eye_opening_mask(lm, img.shape[:2], *cfg.eye_opening_axes, cfg.eye_opening_feather)
+        return torch.from_numpy(masks).to(x.device)
+
     # Tensor routes: differentiable, used by the harness's key-security attacks.
     def anonymize_tensor(self, x: torch.Tensor, key_vectors: torch.Tensor) -> torch.Tensor:
-        return self.model.anonymize(x, key_vectors, self.threshold)
+        return self.model.anonymize(x, key_vectors, self.threshold, keep=self.eye_openings(x))
 
     def restore_tensor(self, y: torch.Tensor, key_vectors: torch.Tensor) -> torch.Tensor:
         return self.model.restore(y, key_vectors)
 
-    def _run(self, images: np.ndarray, key: Key | None, fn) -> np.ndarray:
+    def _check(self, images: np.ndarray, key: Key | None) -> None:
         if not isinstance(key, Key):
             raise MethodError("rofi needs a key (mema keygen KEYFILE, then --key KEYFILE)")
         size = self.model.cfg.image_size
-        if images.ndim != 4 or images.shape[1:] != (size, size, 3):
-            raise MethodError(f"rofi takes (N, {size}, {size}, 3) uint8 face crops; got {images.shape}")
+        if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
+            raise MethodError(f"rofi takes (N, {size}, {size}, 3) uint8 face crops; got {images.dtype} {images.shape}")
+
+    def _run(self, images: np.ndarray, key: Key | None, fn) -> np.ndarray:
+        self._check(images, key)
+        if len(images) == 0:
+            return images.copy()
         kv = torch.from_numpy(key_vector(key, self.model.cfg.key_dim)).to(self.device)
         out = np.empty_like(images)
         with torch.inference_mode():
@@ -99,7 +143,24 @@ class ROFIMethod:
         return out
 
     def anonymize(self, images: np.ndarray, key: Key | None = None) -> np.ndarray:
-        return self._run(images, key, self.anonymize_tensor)
+        protected = self._run(images, key, self.anonymize_tensor)
+        for i in range(len(protected)):
+            protected[i] = seal(protected[i], images[i], key)
+        return protected
+
+    def opened(self, images: np.ndarray, key: Key) -> list[np.ndarray | None]:
+        """Per image: the sealed original when ``key`` opens it, else None."""
+        return [unseal(img, key) for img in images]
 
     def restore(self, images: np.ndarray, key: Key) -> np.ndarray:
-        return self._run(images, key, self.restore_tensor)
+        self._check(images, key)
+        out = images.copy()
+        closed = []
+        for i, original in enumerate(self.opened(images, key)):
+            if original is None:
+                closed.append(i)
+            else:
+                out[i] = original
+        if closed:
+            out[closed] = self._run(images[closed], key, self.restore_tensor)
+        return out

@@ -247,8 +247,12 @@ class ROFI(nn.Module):
         t = self.cfg.sign_threshold if threshold is None else threshold
         return sign_mask(self.detector(x), t, self.cfg.sign_dilation)
 
-    def anonymize(self, x: torch.Tensor, key_vectors: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
-        return self.protector(x, key_vectors, self.signs(x, threshold), self.virtual(key_vectors))
+    def anonymize(self, x: torch.Tensor, key_vectors: torch.Tensor, threshold: float | None = None,
+                  keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``keep``: optional (N, 1, H, W) soft mask of pixels taken from the original as they are
+        (the eye openings, see ROFIConfig.keep_eye_openings)."""
+        y = self.protector(x, key_vectors, self.signs(x, threshold), self.virtual(key_vectors))
+        return y if keep is None else keep * x + (1.0 - keep) * y
 
     def restore(self, y: torch.Tensor, key_vectors: torch.Tensor) -> torch.Tensor:
         return self.restorer(y, key_vectors)

@@ -110,6 +110,9 @@ def _run(args) -> int:
         _err(f"skipped {rel}: {reason}")
     if summary.resized:
         _err(f"note: {len(summary.resized)} image(s) resized to the method's crop size (first: {summary.resized[0][0]}, {summary.resized[0][1]})")
+    if summary.not_opened:
+        _err(f"warning: {len(summary.not_opened)} image(s) carried no original this key opens (first: {summary.not_opened[0]}); "
+             "their outputs are the neural restoration, not the original photo")
     done = f"{args.command.rstrip('e')}ed {summary.written} image(s)"
     if summary.already_done:
         done += f", {summary.already_done} already done"

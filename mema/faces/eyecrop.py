@@ -40,3 +40,25 @@ def eye_crop_matrix(lm: FaceLandmarks) -> np.ndarray:
 
 def apply_eye_crop(rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return cv2.warpAffine(rgb, matrix, (CROP_W, CROP_H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def eye_opening_mask(lm: FaceLandmarks, shape: tuple[int, int], along: float = 0.75, across: float = 0.45,
+                     feather: float = 1.5) -> np.ndarray:
+    """Soft (H, W) float32 mask of both eye openings with their lid margins, in [0, 1].
+
+    One ellipse per eye, centred between its landmark corners and turned with the corner axis; its
+    semi-axes are ``along`` and ``across`` eye widths (corner to corner), so the mask follows each face's
+    own scale and roll. ``feather`` is the Gaussian sigma in pixels that softens the rim.
+    """
+    mask = np.zeros(shape, np.float32)
+    for side in ("left", "right"):
+        a, b = lm.eye_corners(side)
+        width = float(np.linalg.norm(b - a))
+        centre = (a + b) / 2
+        angle = float(np.degrees(np.arctan2(b[1] - a[1], b[0] - a[0])))
+        # Sub-pixel drawing (shift=2: coordinates in quarter pixels) keeps small eyes symmetric.
+        cv2.ellipse(mask, (int(round(centre[0] * 4)), int(round(centre[1] * 4))),
+                    (int(round(along * width * 4)), int(round(across * width * 4))), angle, 0, 360, 1.0, -1, shift=2)
+    if feather > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), feather)
+    return mask
