@@ -30,6 +30,13 @@ class SizedShuffle(KeyedShuffle):
     info = MethodInfo(name="sized-shuffle", version="0", reversible=True, key_scheme="mema-key-v1", licence="Apache-2.0", params={"image_size": 32})
 
 
+class SealedShuffle(KeyedShuffle):
+    """KeyedShuffle that, like ROFI, reports whether a sealed original opens: here only for the first image."""
+
+    def opened(self, images, key):
+        return [images[0]] + [None] * (len(images) - 1)
+
+
 def _faces(folder, names=("sub/a.png", "b.jpg", "sub/deeper/c.png"), size=64, seed=0):
     rng = np.random.default_rng(seed)
     for name in names:
@@ -204,3 +211,13 @@ def test_console_script_error_has_no_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mema.cli.clinic", "anonymize", str(tmp_path / "in"), str(tmp_path / "out"), "--key", str(bad),
                         "--method", SHUFFLE], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1 and "not a MeMa key" in r.stderr
+
+
+def test_restore_warns_for_images_whose_sealed_original_does_not_open(tmp_path, keyfile, capsys):
+    src = _faces(tmp_path / "in", names=("a.png", "b.png"))
+    method = "tests.test_clinic:SealedShuffle"
+    _run(capsys, "anonymize", src, tmp_path / "anon", "--key", keyfile, "--method", method)
+    code, _, err = _run(capsys, "restore", tmp_path / "anon", tmp_path / "back", "--key", keyfile, "--method", method)
+    assert code == 0 and "1 image(s) carried no original this key opens (first: b.png)" in err
+    notes = {e.output: e.note for e in _audit(tmp_path / "mema-audit.jsonl") if e.action == "restore"}
+    assert "no sealed original" in notes["b.png"] and "no sealed original" not in notes["a.png"]
