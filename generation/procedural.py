@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mema.generation.plan import CorpusConfig, IdentityPlan
+from mema.generation.presets import CorpusConfig
+from mema.generation.sampling_plan import IdentityPlan
 from mema.generation.signs import jitter_plan, plan_sign, render_signs
 from mema.corpus.schema import LESION_DISEASES
 
