@@ -10,8 +10,10 @@ Layout (diffusers/Hugging Face imagefolder convention)::
 Problems are handled so that nothing is silently lost:
 - a row without a disease, or with an unknown one, is an error (the whole set is refused and every bad
   row is listed): a guess would mislabel a patient;
-- an unreadable image, an image in which no face is found, or a byte-identical duplicate of an earlier
-  row is *skipped and recorded* (row number, reason and, when readable, sha256).
+- an unreadable image, an image in which no face is found, a byte-identical duplicate of an earlier
+  row, or a near-duplicate of one (a re-saved, resized or re-exposed copy: perceptual hash within
+  ``NEAR_DUPLICATE_BITS``, see :mod:`mema.generation.phash`) is *skipped and recorded* (row number,
+  reason and, when readable, sha256).
 
 Outputs (reports, plans, stats) refer to real images only by sha256 and row number, never by path or
 file name, because file names of patient photos often carry names or record numbers.
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mema.corpus.schema import DISEASE_NAMES, DISEASES, GENDERS
+from mema.generation.phash import NEAR_DUPLICATE_BITS, nearest, phash
 from mema.imageio import ImageFileError, read_rgb
 
 _BY_NAME = {name.lower(): d for d, name in DISEASE_NAMES.items()} | {d.lower(): d for d in DISEASES}
@@ -127,7 +130,7 @@ def load_real_set(root: str | Path, *, detect_faces: bool = True, estimate_attri
         from mema.faces.landmarks import LandmarkDetector
 
         detector = LandmarkDetector()
-    images, skipped, seen = [], [], {}
+    images, skipped, seen, hashes = [], [], {}, []
     try:
         for n, row in enumerate(rows, 1):
             path = root / str(row["file_name"])
@@ -151,7 +154,14 @@ def load_real_set(root: str | Path, *, detect_faces: bool = True, estimate_attri
             if detector is not None and detector.detect(rgb) is None:
                 skipped.append({"row": n, "reason": "no face: the landmark detector found no face", "sha256": sha})
                 continue
+            bits = phash(rgb)
+            near = nearest(bits, hashes)
+            if near is not None and near[1] <= NEAR_DUPLICATE_BITS:
+                skipped.append({"row": n, "reason": f"near-duplicate: looks like row {images[near[0]].row} "
+                                f"(perceptual hash: {near[1]} of 64 bits differ)", "sha256": sha})
+                continue
             seen[sha] = n
+            hashes.append(bits)
             age = int(float(row["age"])) if row.get("age") not in (None, "") else None
             gender = str(row["gender"]).lower() if row.get("gender") not in (None, "") else None
             if (age is None or gender is None) and estimate_attributes:
