@@ -30,6 +30,7 @@ import numpy as np
 
 from mema.generation.stage import StageError, read_stage, write_stage
 from mema.imageio import atomic_write_bytes, read_rgb
+from mema.metrics.identity import pairwise_l2
 
 HIST_BINS = np.round(np.arange(0.0, 2.0001, 0.05), 2)
 
@@ -73,7 +74,7 @@ def identity_centroids(emb: np.ndarray, ids: list[str]) -> tuple[list[str], np.n
 
 def calibrate_on_real(emb: np.ndarray, ids: list[str], far: float) -> dict | None:
     """Same-person L2 threshold at ``far`` from impostor pairs of the real set; None when too few pairs."""
-    from mema.metrics.identity import accept_rate, calibrate_threshold, pairwise_l2
+    from mema.metrics.identity import accept_rate, calibrate_threshold
 
     ok = np.isfinite(emb).all(1)
     e, idn = emb[ok], np.asarray(ids)[ok]
@@ -101,8 +102,6 @@ def _id_hash(identity: str) -> str:
 
 def leakage_distances(sample_emb: np.ndarray, real_emb: np.ndarray, real_ids: list[str], top_k: int):
     """Per sample: min L2 to any real image, min L2 to any identity centroid, and top-k (index, L2) images."""
-    from mema.metrics.identity import pairwise_l2
-
     d_img = pairwise_l2(sample_emb, real_emb)
     ids, cents = identity_centroids(real_emb, real_ids)
     d_cent = pairwise_l2(sample_emb, cents)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from mema.corpus.schema import EVAL_SPLITS, ImageRecord
 from mema.corpus.store import DATASET_JSON, METADATA, CorpusError, load_info, manifest_sha256, parse_metadata, split_counts
 from mema.imageio import ImageFileError, open_image
+from mema.metrics.identity import pairwise_l2
 from mema.weights import sha256_file
 
 # SFace L2 (unit vectors) below which two photos are treated as the same face source. In MeMa-mini,
@@ -53,8 +54,6 @@ def embedding_disjointness(embeddings: dict[str, tuple[str, np.ndarray]], refere
     for identity, (split, emb) in embeddings.items():
         if np.all(np.isfinite(emb)):
             groups[split].append((identity, emb))
-    from mema.metrics.identity import pairwise_l2
-
     pairs = [("train", "val"), ("train", "test"), ("val", "test")]
     out = {"n_identities": {s: len(v) for s, v in groups.items()}, "pairs": {}, "near_duplicates": []}
     overall_min = np.inf
