@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from mema.corpus.schema import ImageRecord, Provenance
 from mema.corpus.store import DATASET_JSON, load_info, write_index
-from mema.generation.plan import CorpusConfig, IdentityPlan, make_plan
+from mema.generation.presets import CorpusConfig
+from mema.generation.sampling_plan import IdentityPlan, identity_plan
 from mema.imageio import atomic_write_bytes, write_png
 
 BUILD_DIR = ".build"
@@ -130,7 +131,7 @@ def build_corpus(
     build.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(cfg_path, cfg.model_dump_json(indent=2).encode())
 
-    plans = make_plan(cfg)
+    plans = identity_plan(cfg)
     done_dir = build / "done"
     done_dir.mkdir(exist_ok=True)
     finished = {p.stem for p in done_dir.glob("*.json")}

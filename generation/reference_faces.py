@@ -41,12 +41,12 @@ def run(args) -> Path:
     """Write DCGAN faces in which a face is found, with estimated age/gender."""
     from mema.faces.landmarks import LandmarkDetector
     from mema.generation.dcgan import FaceGenerator
-    from mema.generation.real_set import _age_gender
+    from mema.generation.age_gender import age_gender_estimator
     from mema.weights import entry
 
     out = Path(args.output_dir)
     rng = np.random.default_rng(args.seed)
-    gen, est = FaceGenerator(size=args.size), _age_gender()
+    gen, est = FaceGenerator(size=args.size), age_gender_estimator()
     rows = []
     with LandmarkDetector() as det:
         tries = 0
@@ -57,16 +57,16 @@ def run(args) -> Path:
             face = gen.generate(rng.standard_normal((1, 100)))[0]
             if det.detect(face) is None:
                 continue
-            a = est.predict_face(face)
+            age, gender = est.predict(face)
             sha = hashlib.sha256(face.tobytes()).hexdigest()[:16]
             name = f"dcgan-{args.seed}-{len(rows):05d}.png"
             file_sha = write_png(out / name, face)
-            rows.append({"file_name": name, "sha256": file_sha, "age": int(a["age"]["value"]), "gender": str(a["gender"]["value"]),
+            rows.append({"file_name": name, "sha256": file_sha, "age": age, "gender": gender,
                          "source": "dcgan_digiface", "pixel_hash": sha})
     atomic_write_bytes(out / INDEX, "".join(json.dumps(r) + "\n" for r in rows).encode())
     e = entry("dcgan_digiface")
     write_stage(out, "reference-faces", vars(args) | {"func": None}, weights={"dcgan_digiface": e.sha256},
-                extra={"licence": e.licence, "n_faces": len(rows)})
+                extra={"licence": e.licence, "n_faces": len(rows), "age_gender": est.name})
     print(f"{len(rows)} reference faces in {out}")
     return out
 
@@ -98,12 +98,12 @@ def load_reference_faces(folder: str | Path) -> list[ReferenceFace]:
         lab = labels.get(name, {})
         age, gender = lab.get("age"), lab.get("gender")
         if age is None or gender is None:
-            from mema.generation.real_set import _age_gender
+            from mema.generation.age_gender import age_gender_estimator
 
-            est = est or _age_gender()
-            a = est.predict_face(rgb)
-            age = int(a["age"]["value"]) if age is None else age
-            gender = str(a["gender"]["value"]) if gender is None else gender
+            est = est or age_gender_estimator()
+            est_age, est_gender = est.predict(rgb)
+            age = est_age if age is None else age
+            gender = est_gender if gender is None else gender
         faces.append(ReferenceFace(sha, int(age), str(gender), name))
     return faces
 

@@ -56,7 +56,7 @@ def compare(entry: Entry, measured: dict[str, float | None]) -> list[str]:
 def _corpus_root(entry: Entry, dataset: str | None, progress: bool) -> Path:
     from mema.cli.data import resolve_dataset
     from mema.generation.build import build_corpus
-    from mema.generation.plan import PRESETS
+    from mema.generation.presets import PRESETS
 
     if dataset:
         return resolve_dataset(dataset)

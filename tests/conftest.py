@@ -22,7 +22,7 @@ mema.runtime.set_torch_threads()
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     from mema.generation.build import build_corpus
-    from mema.generation.plan import PRESETS
+    from mema.generation.presets import PRESETS
 
     root = tmp_path_factory.mktemp("corpora") / "tiny"
     build_corpus(PRESETS["tiny"], root, workers=2, progress=False)

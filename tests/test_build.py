@@ -11,16 +11,8 @@ import pytest
 
 from mema.corpus.store import load_info
 from mema.generation.build import BuildError, build_corpus
-from mema.generation.plan import PRESETS, make_plan
-
-
-def test_plan_is_balanced_and_cycles_severity():
-    plan = make_plan(PRESETS["mini"])
-    train = [p for p in plan if p.split == "train"]
-    assert len(train) == 8 * 250 and sum(len(p.photos) for p in train) == 8000
-    ptosis = [p.severity for p in train if p.disease == "Ptosis"]
-    assert {s: ptosis.count(s) for s in set(ptosis)} == {"slight": 84, "mid": 83, "heavy": 83}
-    assert len({p.identity for p in plan}) == len(plan)
+from mema.generation.presets import PRESETS
+from mema.generation.sampling_plan import identity_plan
 
 
 def test_same_seed_same_manifest_and_cached_reuse(tiny_corpus, tmp_path):
@@ -55,7 +47,7 @@ def test_killed_build_resumes_to_the_same_corpus(tiny_corpus, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     n_done = len(list(done.glob("*.json")))
-    assert 5 <= n_done < len(make_plan(PRESETS["tiny"])), "the kill should land mid-build"
+    assert 5 <= n_done < len(identity_plan(PRESETS["tiny"])), "the kill should land mid-build"
     assert not (out / "dataset.json").exists()
     # a changed config must not silently mix with the partial build
     with pytest.raises(BuildError, match="partial build with other settings"):

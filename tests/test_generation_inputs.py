@@ -53,6 +53,29 @@ def test_unreadable_no_face_and_duplicates_are_recorded_skips(tmp_path, faces):
     assert stats_report["n_skipped"] == 5 and stats_report["skipped_by_reason"]["unreadable"] == 2
 
 
+def test_near_duplicate_photos_are_recorded_skips(tmp_path, faces):
+    """A re-encoded or resized copy has other bytes but the same picture: skipped and recorded, never silently."""
+    import cv2
+
+    from mema.generation.phash import NEAR_DUPLICATE_BITS, phash
+    from mema.imageio import write_png
+
+    root = write_real_set(tmp_path / "real", faces[:3], extra_rows=[
+        {"file_name": "copy.jpg", "disease": "Ptosis", "age": 30, "gender": "female"},
+        {"file_name": "small.png", "disease": "BCC", "age": 30, "gender": "female", "identity": "someone-else"},
+    ])
+    cv2.imwrite(str(root / "copy.jpg"), faces[0][..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 70])
+    write_png(root / "small.png", cv2.resize(faces[1], (96, 96), interpolation=cv2.INTER_AREA))
+    real = load_real_set(root)
+    assert [i.row for i in real.images] == [1, 2, 3]
+    reasons = {s["row"]: s["reason"] for s in real.skipped}
+    assert reasons[4].startswith("near-duplicate: looks like row 1 (") and reasons[5].startswith("near-duplicate: looks like row 2 (")
+    assert real.report()["skipped_by_reason"] == {"near-duplicate": 2}
+    # distinct faces stay well apart
+    bits = [phash(f) for f in faces]
+    assert min((a != b).sum() for i, a in enumerate(bits) for b in bits[i + 1:]) > NEAR_DUPLICATE_BITS
+
+
 def test_no_usable_image_is_an_error(tmp_path):
     from mema.imageio import write_png
 

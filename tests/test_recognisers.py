@@ -54,3 +54,16 @@ def test_arcface_adapter_runs_a_local_onnx_file(tmp_path, monkeypatch, face_and_
     e = rec.embed(imgs[0], lms[0])
     assert e.shape == (512,) and np.isclose(np.linalg.norm(e), 1)
     assert rec.record["sha256"] and rec.record["file"] == "tiny_arcface.onnx"
+
+
+def test_embed_images_marks_images_without_a_face(face_and_landmarks):
+    """The one embedding routine of the leakage filter, the cards and verify: NaN rows where no face is found."""
+    from mema.faces.recognisers import embed_images
+
+    recs, imgs, lms = face_and_landmarks
+    blank = np.full_like(imgs[0], 128)
+    emb, found = embed_images(iter([imgs[0], blank, imgs[1]]), {"sface": SFace(), "dlib-resnet": DlibResNet()})
+    assert found == [True, False, True]
+    for name, e in emb.items():
+        assert e.shape == (3, 128) and np.isnan(e[1]).all() and np.isfinite(e[[0, 2]]).all()
+    np.testing.assert_array_equal(emb["sface"][0], SFace().embed(imgs[0], lms[0]))

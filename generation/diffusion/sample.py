@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mema.generation.sampling_plan import SampleSpec, make_sample_plan, settings_hash
+from mema.generation.sampling_plan import SAMPLINGS, SampleSpec, make_sample_plan, settings_hash
 from mema.generation.stage import StageError, read_stage, write_stage
 from mema.imageio import atomic_write_bytes, write_png
 
@@ -41,7 +41,8 @@ def add_arguments(p) -> None:
     p.add_argument("--ip_adapter", default=None, help="folder with models/ip-adapter_sd15.safetensors and models/image_encoder/")
     p.add_argument("--reference_faces", default=None, help="public face folder (FFHQ, or `mema-generate reference-faces`)")
     p.add_argument("--no_face_injection", action="store_true", help="direct sampling, no IP-Adapter (paper Table 1 baseline)")
-    p.add_argument("--sampling", choices=["real-guided", "random"], default="real-guided")
+    p.add_argument("--sampling", choices=SAMPLINGS, default="real-guided",
+                   help="real-guided: the real set's joint distribution (MeMa); random: uniform; balanced: equal classes, cycling severities (MeMa-mini)")
     p.add_argument("--adapter_scale_min", type=float, default=0.2)
     p.add_argument("--adapter_scale_max", type=float, default=0.4)
     p.add_argument("--num_samples", type=int, required=True)
@@ -206,7 +207,7 @@ def run(args) -> Path:
                 faces = FaceGenerator(size=args.resolution)
                 generate = lambda spec: (dcgan_face(faces, spec.seed), None, {})  # noqa: E731
             elif args.backend == "procedural":
-                from mema.generation.plan import CorpusConfig
+                from mema.generation.presets import CorpusConfig
                 from mema.generation.procedural import ProceduralRenderer
 
                 renderer = ProceduralRenderer(CorpusConfig(image_size=args.resolution, seed=args.seed))
@@ -273,11 +274,7 @@ def procedural_sample(renderer, spec: SampleSpec):
 
     The face's age and gender cannot be steered; they are estimated on the rendered face and recorded
     instead of the plan's targets (which stay in ``plan.json``)."""
-    from mema.generation.plan import IdentityPlan, PhotoPlan
-
-    plan = IdentityPlan(index=spec.seed, identity=spec.id, split="train", disease=spec.disease, severity=spec.severity,
-                        photos=[PhotoPlan(id=spec.id, split="train", index=0)])
-    rendered = renderer.render(plan)
+    rendered = renderer.render(spec.as_identity())
     photo = rendered.photos[0]
     extra = {"age": rendered.age, "gender": rendered.gender,
              "provenance_extra": {"attempt": photo.attempt}}

@@ -19,7 +19,7 @@ from mema import runtime  # noqa: F401  (offline variables first)
 def resolve_dataset(spec: str) -> Path:
     """A named preset ('mini', 'tiny') maps to its cache folder; anything else is a path."""
     from mema.generation.build import corpus_dir
-    from mema.generation.plan import PRESETS
+    from mema.generation.presets import PRESETS
 
     if spec in PRESETS:
         return corpus_dir(PRESETS[spec])
@@ -28,7 +28,7 @@ def resolve_dataset(spec: str) -> Path:
 
 def _cmd_build(args) -> int:
     from mema.generation.build import BuildError, build_corpus
-    from mema.generation.plan import PRESETS
+    from mema.generation.presets import PRESETS
 
     cfg = PRESETS[args.preset]
     if args.seed is not None:
@@ -106,7 +106,7 @@ def _cmd_weights(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mema.generation.plan import PRESETS
+    from mema.generation.presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="mema-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         root = resolve_dataset(args.dataset)
         if not (root / "dataset.json").exists() and args.dataset in ("mini", "tiny"):
             from mema.generation.build import build_corpus
-            from mema.generation.plan import PRESETS
+            from mema.generation.presets import PRESETS
 
             print(f"building {args.dataset} corpus first (cached afterwards)")
             build_corpus(PRESETS[args.dataset], root, progress=not args.quiet)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from mema.corpus.schema import EVAL_SPLITS, ImageRecord
 from mema.corpus.store import DATASET_JSON, METADATA, CorpusError, load_info, manifest_sha256, parse_metadata, split_counts
 from mema.imageio import ImageFileError, open_image
+from mema.metrics.identity import pairwise_l2
 from mema.weights import sha256_file
 
 # SFace L2 (unit vectors) below which two photos are treated as the same face source. In MeMa-mini,
@@ -61,7 +62,7 @@ def embedding_disjointness(embeddings: dict[str, tuple[str, np.ndarray]], refere
             continue
         ea = np.stack([e for _, e in groups[a]])
         eb = np.stack([e for _, e in groups[b]])
-        d = np.sqrt(np.clip(2 - 2 * ea @ eb.T, 0, None))
+        d = pairwise_l2(ea, eb, dtype=ea.dtype)  # in the embeddings' precision, as the published cards were computed
         overall_min = min(overall_min, float(d.min()))
         for i, j in zip(*np.nonzero(d < NEAR_DUPLICATE_L2)):
             out["near_duplicates"].append((groups[a][i][0], groups[b][j][0], round(float(d[i, j]), 4)))
@@ -177,8 +178,7 @@ def verify_corpus(root: str | Path, *, embedding_sample: int = 100, seed: int = 
 
 
 def _embedding_check(root: Path, records: list[ImageRecord], sample: int, seed: int, progress: bool) -> dict:
-    from mema.faces.landmarks import LandmarkDetector
-    from mema.faces.recognisers import SFace
+    from mema.faces.recognisers import SFace, embed_images
     from mema.imageio import read_rgb
 
     first: dict[str, ImageRecord] = {}
@@ -194,16 +194,10 @@ def _embedding_check(root: Path, records: list[ImageRecord], sample: int, seed: 
         if 0 < sample < len(recs):
             recs = [recs[i] for i in sorted(rng.choice(len(recs), sample, replace=False))]
         chosen += recs
-    recogniser = SFace()
-    embeddings, no_face = {}, 0
-    with LandmarkDetector() as detector:
-        for rec in tqdm(chosen, desc="verify embeddings", unit="id", disable=not progress):
-            rgb = read_rgb(root / rec.split / rec.file_name)[0]
-            lm = detector.detect(rgb)
-            if lm is None:
-                no_face += 1
-                continue
-            embeddings[rec.identity] = (rec.split, recogniser.embed(rgb, lm))
+    images = (read_rgb(root / rec.split / rec.file_name)[0] for rec in chosen)
+    emb, found = embed_images(tqdm(images, total=len(chosen), desc="verify embeddings", unit="id", disable=not progress), {"sface": SFace()})
+    embeddings = {rec.identity: (rec.split, e) for rec, e, f in zip(chosen, emb["sface"], found) if f}
+    no_face = len(chosen) - sum(found)
     result = embedding_disjointness(embeddings, SFace.info.reference_threshold)
     result.update(recogniser="sface", sampled_identities=len(chosen), no_face=no_face)
     return result

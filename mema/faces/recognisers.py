@@ -7,6 +7,7 @@ hard-coded into metrics; ``reference_threshold`` is only the upstream-published 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +103,32 @@ class DlibResNet:
 
 
 RECOGNISERS = {"sface": SFace, "dlib-resnet": DlibResNet}
+
+
+def embed_images(images: Iterable[np.ndarray], recognisers: dict) -> tuple[dict[str, np.ndarray], list[bool]]:
+    """Per recogniser, one unit embedding per image (a NaN row where no face is found), and the found mask.
+
+    Every identity check (leakage filter, split disjointness of a card, ``mema-data verify``) embeds
+    through here, so they find faces and measure alike. Rows keep the recogniser's own dtype.
+    """
+    from mema.faces.landmarks import LandmarkDetector
+
+    rows: dict[str, list] = {name: [] for name in recognisers}
+    found = []
+    with LandmarkDetector() as det:
+        for img in images:
+            lm = det.detect(img)
+            found.append(lm is not None)
+            for name, rec in recognisers.items():
+                rows[name].append(np.asarray(rec.embed(img, lm)) if lm is not None else None)
+    emb = {}
+    for name, rec in recognisers.items():
+        first = next((r for r in rows[name] if r is not None), None)
+        dim = len(first) if first is not None else (rec.info.dim or 1)  # adapters may not declare a dim
+        dtype = first.dtype if first is not None else np.float64
+        emb[name] = (np.stack([r if r is not None else np.full(dim, np.nan, dtype) for r in rows[name]]) if rows[name]
+                     else np.zeros((0, dim), dtype))
+    return emb, found
 
 
 def get_recogniser(name: str):

@@ -10,9 +10,12 @@ def l2_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64), axis=-1)
 
 
-def pairwise_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) distances between unit embeddings."""
-    return np.sqrt(np.clip(2.0 - 2.0 * (np.asarray(a, np.float64) @ np.asarray(b, np.float64).T), 0.0, None))
+def pairwise_l2(a: np.ndarray, b: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """(len(a), len(b)) distances between unit embeddings.
+
+    The Gram form needs len(a) x len(b) memory, not x dim as a broadcast difference would.
+    """
+    return np.sqrt(np.clip(2.0 - 2.0 * (np.asarray(a, dtype) @ np.asarray(b, dtype).T), 0.0, None))
 
 
 def rank1_match(probe: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> np.ndarray:
