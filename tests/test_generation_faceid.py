@@ -12,19 +12,9 @@ import pytest
 
 from mema.cli.generate import main
 from tests.generation_data import dcgan_faces, write_real_set
+from tests.tiny_onnx import tiny_arcface_onnx
 
 RES = "32"
-
-
-def tiny_arcface(path):
-    """A tiny, randomly initialised CNN exported to ONNX, standing in for ArcFace: 112x112 RGB -> 512-d."""
-    import torch
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4),
-                              torch.nn.Flatten(), torch.nn.Linear(128, 512))
-    torch.onnx.export(net.eval(), torch.zeros(1, 3, 112, 112), str(path), input_names=["data"], output_names=["emb"], dynamo=False)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +26,7 @@ def setup(tmp_path_factory):
     assert main(["finetune", "--pretrained_model_name_or_path", str(root / "w" / "stable-diffusion"), "--train_data_dir", str(real),
                  "--output_dir", str(root / "lora"), "--resolution", RES, "--rank", "4", "--train_batch_size", "2",
                  "--max_train_steps", "1", "--num_validation_images", "0", "--seed", "1"]) == 0
-    return root, tiny_arcface(root / "tiny_arcface.onnx")
+    return root, tiny_arcface_onnx(root / "tiny_arcface.onnx")
 
 
 def _sample(root, out, *extra):
@@ -66,6 +56,13 @@ def test_faceid_sampling_records_provenance(setup, tmp_path, monkeypatch):
     # the recogniser may also come from the environment variable; same settings, so the finished run is accepted as is
     monkeypatch.setenv("MEMA_ARCFACE_ONNX", str(onnx))
     assert _sample(root, tmp_path / "s", "--ip_adapter_faceid", str(faceid)) == 0
+    # the data card names the route and its research-only terms
+    assert main(["filter", "--samples", str(tmp_path / "s"), "--train_data_dir", str(root / "real"), "--output_dir", str(tmp_path / "f"),
+                 "--on_no_face", "keep"]) == 0
+    assert main(["card", "--samples", str(tmp_path / "s"), "--filter", str(tmp_path / "f"), "--output_dir", str(tmp_path / "c"),
+                 "--name", "faceid-test", "--splits", "train=1"]) == 0
+    card = (tmp_path / "c" / "README.md").read_text()
+    assert "IP-Adapter FaceID public-face injection" in card and "ArcFace recogniser: non-commercial research only" in card
 
 
 def test_face_embedding_reaches_the_unet(setup):
