@@ -162,6 +162,7 @@ def run(args) -> Path:
     licence = args.licence or ("Research only: generated with Stable Diffusion 1.5 (CreativeML Open RAIL-M use restrictions apply)"
                                f"; reference faces: {ref_licence}")
     face_injection = sample_stage["args"].get("no_face_injection") is not True
+    faceid = face_injection and sample_stage["args"].get("face_injection") == "faceid"
     info = write_index(
         out, records, name=args.name, version=args.version,
         description=("Synthetic patient faces generated from a real patient set by MeMa's method (LoRA-finetuned SD 1.5, "
@@ -174,7 +175,8 @@ def run(args) -> Path:
                  "mema_version": __import__("mema").__version__},
         card_body="",
     )
-    body = _markdown(args, info, records, dist, leak_report, grids, licence, decisions is not None, n_rejected, len(kept), len(samples), face_injection)
+    body = _markdown(args, info, records, dist, leak_report, grids, licence, decisions is not None, n_rejected, len(kept), len(samples),
+                     face_injection, faceid)
     body += (f"\n## Split disjointness\nSFace, one embedding per sample ({disjoint['n_without_face']} without a detectable face): minimum "
              f"cross-split L2 {disjoint['min_l2']}; near-duplicates (L2 < {disjoint['near_duplicate_threshold']}): "
              f"{len(disjoint['near_duplicates'])}.\n")
@@ -222,14 +224,14 @@ def _reference_licence(sample_stage: dict) -> str:
         return "user-supplied public faces (state their licence, e.g. FFHQ: CC BY-NC-SA 4.0)"
 
 
-def _markdown(args, info, records, dist, leak, grids, licence, reviewed, n_rejected, n_kept, n_samples, face_injection) -> str:
+def _markdown(args, info, records, dist, leak, grids, licence, reviewed, n_rejected, n_kept, n_samples, face_injection, faceid=False) -> str:
     counts = Counter((r.split, r.disease) for r in records)
     splits = [s for s in ("train", "val", "test") if any(r.split == s for r in records)]
     lines = [
         f"# {info.name} {info.version}", "",
         "Synthetic patient faces generated from a private real patient set with `mema-generate` (MeMa's method:",
         "LoRA-finetuned Stable Diffusion 1.5, real-guided sampling, "
-        + ("IP-Adapter public-face injection" if face_injection else "**no** face injection (direct sampling)")
+        + (f"IP-Adapter{' FaceID' if faceid else ''} public-face injection" if face_injection else "**no** face injection (direct sampling)")
         + ", identity-leakage filter" + (", physician review)." if reviewed else "). **Not physician-reviewed.**"), "",
         "## How it was made",
         f"- {n_samples} samples drawn; {n_kept} passed the identity-leakage filter; "
@@ -252,7 +254,9 @@ def _markdown(args, info, records, dist, leak, grids, licence, reviewed, n_rejec
     for d in DISEASES:
         lines.append(f"| {d} ({DISEASE_NAMES[d]}) | " + " | ".join(str(counts[(s, d)]) for s in splits) + " |")
     lines += ["", "## Licences", f"- Corpus: {licence}",
-              "- Stable Diffusion 1.5: CreativeML Open RAIL-M; IP-Adapter: Apache-2.0; LoRA trained on private patient photos (not released).", "",
+              "- Stable Diffusion 1.5: CreativeML Open RAIL-M; "
+              + ("IP-Adapter FaceID and the ArcFace recogniser: non-commercial research only; " if faceid else "IP-Adapter: Apache-2.0; ")
+              + "LoRA trained on private patient photos (not released).", "",
               "## Limitations", "- Labels are the sampling conditions" + (" as corrected by physicians." if reviewed else "; no physician has checked them."),
               "- A leakage filter lowers, but cannot prove the absence of, re-identification risk; recognisers differ from attackers'.", "",
               "## Sample grids", "![all classes](card/grid_all.png)", ""]

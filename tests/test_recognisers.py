@@ -43,11 +43,9 @@ def test_optional_recognisers_explain_missing_weights(monkeypatch):
 
 def test_arcface_adapter_runs_a_local_onnx_file(tmp_path, monkeypatch, face_and_landmarks):
     """A tiny randomly initialised network exported to ONNX stands in for real ArcFace weights."""
-    import torch
+    from tests.tiny_onnx import tiny_arcface_onnx
 
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(128, 512))
-    path = tmp_path / "tiny_arcface.onnx"
-    torch.onnx.export(net.eval(), torch.zeros(1, 3, 112, 112), str(path), input_names=["data"], output_names=["emb"], dynamo=False)
+    path = tiny_arcface_onnx(tmp_path / "tiny_arcface.onnx")
     monkeypatch.setenv("MEMA_ARCFACE_ONNX", str(path))
     rec = get_recogniser("arcface")
     _, imgs, lms = face_and_landmarks

@@ -54,3 +54,13 @@ def test_good_copy_in_weights_dir_takes_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("MEMA_WEIGHTS_DIR", str(tmp_path))
     (tmp_path / src.name).write_bytes(Path(src).read_bytes())
     assert weight_path("gender_v1") == tmp_path / src.name
+
+
+def test_local_inputs_record_licence_and_research_only():
+    from mema.weights.local import local_inputs
+
+    inputs = local_inputs()
+    for spec in inputs.values():
+        assert spec["flag"] and spec["layouts"] and spec["licence"] and spec["upstream"] and "research_only" in spec
+    assert inputs["ip_adapter_faceid_sd15"]["research_only"] and inputs["arcface_onnx"]["research_only"]
+    assert not inputs["ip_adapter_sd15"]["research_only"]

@@ -1,4 +1,4 @@
-"""Step 2: real-guided sampling from the finetuned model with IP-Adapter face injection.
+"""Step 2: real-guided sampling from the finetuned model with IP-Adapter (or IP-Adapter FaceID) face injection.
 
 Output folder::
 
@@ -41,6 +41,11 @@ def add_arguments(p) -> None:
     p.add_argument("--ip_adapter", default=None, help="folder with models/ip-adapter_sd15.safetensors and models/image_encoder/")
     p.add_argument("--reference_faces", default=None, help="public face folder (FFHQ, or `mema-generate reference-faces`)")
     p.add_argument("--no_face_injection", action="store_true", help="direct sampling, no IP-Adapter (paper Table 1 baseline)")
+    p.add_argument("--face_injection", choices=["ip-adapter", "faceid"], default="ip-adapter",
+                   help="ip-adapter: CLIP image features of the reference face (MeMa); faceid: its ArcFace embedding through"
+                        " IP-Adapter FaceID (research-only weights: --ip_adapter_faceid, --arcface_onnx)")
+    p.add_argument("--ip_adapter_faceid", default=None, help="folder with ip-adapter-faceid_sd15.bin (h94/IP-Adapter-FaceID)")
+    p.add_argument("--arcface_onnx", default=None, help="ArcFace ONNX recogniser, 512-d (default: $MEMA_ARCFACE_ONNX)")
     p.add_argument("--sampling", choices=SAMPLINGS, default="real-guided",
                    help="real-guided: the real set's joint distribution (MeMa); random: uniform; balanced: equal classes, cycling severities (MeMa-mini)")
     p.add_argument("--adapter_scale_min", type=float, default=0.2)
@@ -120,6 +125,8 @@ def _settings(args, stats: dict, references, weights: dict) -> dict:
         "backend": args.backend,
         "num_samples": args.num_samples, "seed": args.seed, "sampling": args.sampling,
         "face_injection": not args.no_face_injection,
+        # only FaceID adds its route, so plans written before it existed still resume
+        **({"face_injection_route": "faceid"} if _faceid(args) else {}),
         "adapter_scale_range": None if args.no_face_injection else [args.adapter_scale_min, args.adapter_scale_max],
         "resolution": args.resolution, "num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
         "mixed_precision": args.mixed_precision,
@@ -127,6 +134,10 @@ def _settings(args, stats: dict, references, weights: dict) -> dict:
         "reference_faces_sha256": settings_hash(sorted(f.sha256 for f in references)) if references else None,
         "weights": weights,
     }
+
+
+def _faceid(args) -> bool:
+    return args.backend == "diffusion" and not args.no_face_injection and args.face_injection == "faceid"
 
 
 def _check_resume(out: Path, settings: dict, stats: dict) -> None:
@@ -158,6 +169,7 @@ def run(args) -> Path:
     if stats_path is None or not stats_path.is_file():
         raise StageError("need the real set's distribution: --lora_dir FINETUNE_DIR or --real_stats real_stats.json (`mema-generate stats`)")
     stats = json.loads(stats_path.read_text())
+    faceid = None
     if args.backend in ("dcgan", "procedural"):
         args.no_face_injection = True
         from mema.weights import entry
@@ -172,14 +184,21 @@ def run(args) -> Path:
         read_stage(lora_dir, "finetune")
         if not (lora_dir / LORA_FILE).is_file():
             raise StageError(f"{lora_dir} has no {LORA_FILE}")
+        if _faceid(args):
+            from mema.generation.diffusion.faceid import FaceIdInjection
+
+            faceid = FaceIdInjection(args.ip_adapter_faceid, args.arcface_onnx)  # names the missing files
         if not args.no_face_injection:
-            if args.ip_adapter is None or args.reference_faces is None:
-                raise StageError("face injection needs --ip_adapter FOLDER and --reference_faces FOLDER (or pass --no_face_injection)")
+            if args.reference_faces is None or (faceid is None and args.ip_adapter is None):
+                raise StageError("face injection needs --reference_faces FOLDER and "
+                                 + ("" if faceid else "--ip_adapter FOLDER ") + "(or pass --no_face_injection)")
             if not 0 <= args.adapter_scale_min <= args.adapter_scale_max:
                 raise StageError("need 0 <= --adapter_scale_min <= --adapter_scale_max")
         references = [] if args.no_face_injection else load_reference_faces(args.reference_faces)
         weights = {"base": base_weights_hash(args.pretrained_model_name_or_path), "lora": hash_files(lora_dir / LORA_FILE)[LORA_FILE]}
-        if not args.no_face_injection:
+        if faceid is not None:
+            weights |= faceid.weights
+        elif not args.no_face_injection:
             from mema.weights.local import combined_hash, require_local
 
             ip, _ = require_local("ip_adapter_sd15", args.ip_adapter)
@@ -220,20 +239,25 @@ def run(args) -> Path:
                 else:
                     device = default_device()
                 dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
+                # embedded first, so a reference face without a detectable face stops the run before the model loads
+                refs = {f.sha256: f for f in references}
+                face_ids = None if faceid is None else faceid.embed_references(
+                    args.reference_faces, {s.reference_face_sha256: refs[s.reference_face_sha256].file_name for s in mine})
                 pipe = base_pipeline(args.pretrained_model_name_or_path, config_dir=args.original_config_dir, dtype=dtype)
                 pipe.load_lora_weights(str(lora_dir), weight_name=LORA_FILE)
-                if not args.no_face_injection:
+                if faceid is not None:
+                    faceid.attach(pipe)
+                elif not args.no_face_injection:
                     attach_ip_adapter(pipe, args.ip_adapter)
                 pipe.to(device)
                 pipe.set_progress_bar_config(disable=True)
-                refs = {f.sha256: f for f in references}
-                generate = lambda spec: (_generate(pipe, spec, args, refs), None, {})  # noqa: E731
+                generate = lambda spec: (_generate(pipe, spec, args, refs, face_ids), None, {})  # noqa: E731
             bar = tqdm(total=sum(1 for s in plan if s.index % n == i), initial=sum(1 for s in plan if s.index % n == i) - len(mine),
                        desc=f"sample shard {i}/{n}", disable=args.quiet)
             for spec in mine:
                 image, mask, extra = generate(spec)
                 sha = write_png(out / "images" / f"{spec.id}.png", image)
-                record = _record(spec, sha, image, weights, args.backend) | extra
+                record = _record(spec, sha, image, weights, args.backend, "ip-adapter-faceid" if faceid else "ip-adapter") | extra
                 record["provenance"].update(record.pop("provenance_extra", {}))
                 if mask is not None:
                     record["mask_file"] = f"masks/{spec.id}.png"
@@ -247,7 +271,7 @@ def run(args) -> Path:
     return out
 
 
-def _generate(pipe, spec: SampleSpec, args, refs) -> np.ndarray:
+def _generate(pipe, spec: SampleSpec, args, refs, face_ids: dict | None = None) -> np.ndarray:
     import torch
 
     from mema.imageio import read_rgb
@@ -255,9 +279,15 @@ def _generate(pipe, spec: SampleSpec, args, refs) -> np.ndarray:
     kwargs = {}
     if spec.adapter_scale is not None:
         pipe.set_ip_adapter_scale(spec.adapter_scale)
-        from PIL import Image
+        if face_ids is not None:
+            from mema.generation.diffusion.faceid import id_embeds
 
-        kwargs["ip_adapter_image"] = Image.fromarray(read_rgb(Path(args.reference_faces) / refs[spec.reference_face_sha256].file_name)[0])
+            kwargs["ip_adapter_image_embeds"] = [id_embeds(face_ids[spec.reference_face_sha256], args.guidance_scale > 1,
+                                                           pipe.device, pipe.unet.dtype)]
+        else:
+            from PIL import Image
+
+            kwargs["ip_adapter_image"] = Image.fromarray(read_rgb(Path(args.reference_faces) / refs[spec.reference_face_sha256].file_name)[0])
     g = torch.Generator(device="cpu").manual_seed(spec.seed)
     img = pipe(spec.prompt, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
                height=args.resolution, width=args.resolution, generator=g, output_type="np", **kwargs).images[0]
@@ -281,9 +311,9 @@ def procedural_sample(renderer, spec: SampleSpec):
     return photo.image, photo.mask, extra
 
 
-def _record(spec: SampleSpec, sha: str, image: np.ndarray, weights: dict, backend: str = "diffusion") -> dict:
+def _record(spec: SampleSpec, sha: str, image: np.ndarray, weights: dict, backend: str = "diffusion", route: str = "ip-adapter") -> dict:
     generator = {"dcgan": "dcgan-digiface", "procedural": "dcgan-digiface+signs-v1"}.get(
-        backend, "sd15-lora" + ("+ip-adapter" if spec.adapter_scale is not None else ""))
+        backend, "sd15-lora" + (f"+{route}" if spec.adapter_scale is not None else ""))
     return {
         "id": spec.id, "file_name": f"images/{spec.id}.png", "sha256": sha, "disease": spec.disease, "severity": spec.severity,
         "age": spec.age, "gender": spec.gender, "width": int(image.shape[1]), "height": int(image.shape[0]),

@@ -1,7 +1,7 @@
-"""Tiny, randomly initialised Stable Diffusion + IP-Adapter weights built from configs.
+"""Tiny, randomly initialised Stable Diffusion + IP-Adapter (+ FaceID) weights built from configs.
 
 They have the exact on-disk layout of the real ones (a diffusers folder; ``models/ip-adapter_sd15.safetensors``
-and ``models/image_encoder/``), so every stage runs through the same local-path loaders in tests and on a
+and ``models/image_encoder/``; ``ip-adapter-faceid_sd15.bin``), so every stage runs through the same local-path loaders in tests and on a
 CPU, the way diffusers' own tests build their pipelines. The images they make are noise.
 
 The tokenizer is a real ``CLIPTokenizer`` over a byte-level vocabulary with no merges (every character is
@@ -15,6 +15,7 @@ from pathlib import Path
 
 TEXT_DIM = 32
 IMAGE_EMBED_DIM = 32
+FACE_ID_DIM = 512  # ArcFace embeddings: the real FaceID projection takes 512-d input
 
 
 def _bytes_to_unicode() -> list[str]:
@@ -101,7 +102,11 @@ def write_tiny_weights(out: str | Path, seed: int = 0) -> dict[str, Path]:
     encoder.save_pretrained(str(enc_dir), safe_serialization=True)
     CLIPImageProcessor(crop_size=32, size=32).save_pretrained(str(enc_dir))
     save_file(ip_adapter_state_dict(unet, IMAGE_EMBED_DIM, seed), str(ip / "models" / "ip-adapter_sd15.safetensors"))
-    return {"pretrained_model_name_or_path": sd, "ip_adapter": ip}
+    faceid = out / "ip-adapter-faceid"
+    faceid.mkdir(parents=True, exist_ok=True)
+    # h94 ships a pickled torch state dict {"image_proj": ..., "ip_adapter": ...}; so does this
+    torch.save(faceid_state_dict(unet, seed), str(faceid / "ip-adapter-faceid_sd15.bin"))
+    return {"pretrained_model_name_or_path": sd, "ip_adapter": ip, "ip_adapter_faceid": faceid}
 
 
 def ip_adapter_state_dict(unet, image_embed_dim: int, seed: int = 0, tokens: int = 4) -> dict:
@@ -116,12 +121,49 @@ def ip_adapter_state_dict(unet, image_embed_dim: int, seed: int = 0, tokens: int
         "image_proj.norm.weight": torch.ones(cross),
         "image_proj.norm.bias": torch.zeros(cross),
     }
+    return state | {f"ip_adapter.{k}": v for k, v in _ip_layers(unet, g).items()}
+
+
+def faceid_state_dict(unet, seed: int = 0, tokens: int = 4, mult: int = 2, rank: int = 4) -> dict:
+    """Random IP-Adapter FaceID weights in the layout of ``ip-adapter-faceid_sd15.bin``.
+
+    ``image_proj``: an MLP from the 512-d face ID embedding to ``tokens`` cross-attention tokens
+    (``proj.0``, ``proj.2``, ``norm``; the real file has mult 2, 4 tokens). ``ip_adapter``: the per-layer
+    ``to_k_ip``/``to_v_ip`` of the plain IP-Adapter plus a LoRA (``to_{q,k,v,out}_lora.{down,up}``) on every
+    attention processor, numbered 0, 1, 2, ... in ``unet.attn_processors`` order (the real rank is 128).
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed + 2)
+    cross = unet.config.cross_attention_dim
+    rand = lambda *shape: torch.randn(*shape, generator=g) * 0.02  # noqa: E731
+    image_proj = {
+        "proj.0.weight": rand(FACE_ID_DIM * mult, FACE_ID_DIM), "proj.0.bias": torch.zeros(FACE_ID_DIM * mult),
+        "proj.2.weight": rand(cross * tokens, FACE_ID_DIM * mult), "proj.2.bias": torch.zeros(cross * tokens),
+        "norm.weight": torch.ones(cross), "norm.bias": torch.zeros(cross),
+    }
+    layers = _ip_layers(unet, g)
+    for key, name in enumerate(unet.attn_processors):
+        hidden = _hidden_size(unet, name)
+        kv_in = cross if name.endswith("attn2.processor") else hidden
+        for proj, fan_in in (("to_q", hidden), ("to_k", kv_in), ("to_v", kv_in), ("to_out", hidden)):
+            layers[f"{key}.{proj}_lora.down.weight"] = rand(rank, fan_in)
+            layers[f"{key}.{proj}_lora.up.weight"] = rand(hidden, rank)
+    return {"image_proj": image_proj, "ip_adapter": layers}
+
+
+def _ip_layers(unet, g) -> dict:
+    """Random ``to_k_ip``/``to_v_ip`` of every cross-attention layer, keyed ``<n>.to_k_ip.weight``."""
+    import torch
+
+    cross = unet.config.cross_attention_dim
+    state = {}
     key = 1  # the original checkpoints number cross-attention layers 1, 3, 5, ... (diffusers' loader does too)
     for name in unet.attn_processors:
         if name.endswith("attn2.processor"):
             hidden = _hidden_size(unet, name)
-            state[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.02
-            state[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.02
+            state[f"{key}.to_k_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.02
+            state[f"{key}.to_v_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.02
             key += 2
     return state
 

@@ -102,6 +102,11 @@ def _cmd_weights(args) -> int:
         if msg != "ok":
             print(f"        {msg}")
             bad += 1
+    from mema.weights.local import local_inputs
+
+    for name, spec in local_inputs().items():  # never shipped: the user passes a path
+        flag = " [research-only]" if spec.get("research_only") else ""
+        print(f"path   {name:16s} {spec['flag']} ({spec['licence']}){flag}")
     return 1 if bad else 0
 
 

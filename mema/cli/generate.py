@@ -3,6 +3,7 @@
     mema-generate finetune --pretrained_model_name_or_path SD15 --train_data_dir REAL --output_dir lora/
     mema-generate sample   --pretrained_model_name_or_path SD15 --lora_dir lora/ --ip_adapter IPA \
                            --reference_faces FACES --num_samples 4000 --output_dir samples/ [--shard i/n]
+                           [--face_injection faceid --ip_adapter_faceid DIR --arcface_onnx FILE]   (research-only weights)
     mema-generate filter   --samples samples/ --train_data_dir REAL --output_dir filtered/
     mema-generate review export --samples samples/ --filter filtered/ --output_dir review/
     mema-generate review import --review review/ [--decisions reviewed.csv]

@@ -1,4 +1,4 @@
-"""Weights that come by a user-given local path (Stable Diffusion 1.5, IP-Adapter).
+"""Weights that come by a user-given local path (Stable Diffusion 1.5, IP-Adapter, IP-Adapter FaceID, ArcFace).
 
 No package ships them and nothing here downloads. :func:`require_local` checks that a path has one of
 the layouts listed under ``local_inputs`` in ``manifest.json`` and raises :class:`WeightsError` naming
@@ -25,7 +25,7 @@ def require_local(name: str, path: str | Path | None) -> tuple[Path, str]:
     spec = local_inputs()[name]
     if path is not None:
         path = Path(path).expanduser()
-        if name == "stable_diffusion_15" and path.is_file() and path.suffix == ".safetensors":
+        if path.is_file() and path.suffix == spec.get("single_file_suffix"):
             return path, "single_file"
         for layout, files in spec["layouts"].items():
             if all("<" not in f for f in files) and path.is_dir() and not _missing(path, files):
@@ -35,7 +35,8 @@ def require_local(name: str, path: str | Path | None) -> tuple[Path, str]:
     for layout, files in spec["layouts"].items():
         missing = list(files) if path is None else _missing(Path(path), files)
         lines.append(f"  layout '{layout}': " + ", ".join(files) + (f"  (missing: {', '.join(missing)})" if path is not None and path.is_dir() and missing else ""))
-    lines.append(f"  Download them on a machine with network from {spec['upstream']} (licence: {spec['licence']}) and copy the folder here.")
+    lines.append(f"  MeMa never downloads them: get them on a machine with network from {spec['upstream']}"
+                 f" (licence: {spec['licence']}) and copy them here.")
     raise WeightsError("\n".join(lines))
 
 
