@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default corpus: build MeMa-mini (cached), verify it, and score a
 # method with mema-eval (METHOD=name to choose; default rofi, the built-in baseline). The first evaluation also trains
-# the reference evaluators once (about 20 minutes on 2 CPU cores; cached afterwards).
+# the reference evaluators once (about 30 minutes on 2 CPU cores; cached afterwards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
