@@ -15,7 +15,9 @@ through the neural restorer, which gives a key-dependent face and never the orig
 from __future__ import annotations
 
 import os
+import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ from mema.keys import Key, key_vector
 from mema.methods import MethodError, MethodInfo, register
 
 WEIGHTS_ENTRY = "rofi_mema_mini"
+PER_IMAGE_THREADS = 2  # landmark detection and sealing run per image, beside torch
 
 
 def load_rofi(path: Path | None = None, device: str = "cpu") -> tuple[ROFI, dict]:
@@ -79,7 +82,8 @@ class ROFIMethod:
             if flag not in ("0", "1"):
                 raise MethodError("MEMA_ROFI_EYE_OPENINGS must be 0 or 1")
             self.keep_eye_openings = flag == "1"
-        self._landmarks = None
+        self._local = threading.local()
+        self._pool = None
         self.batch_size = batch_size
         self.info = MethodInfo(
             name="rofi", version="0.1.0", reversible=True, key_scheme="mema-key-v1", licence="Apache-2.0",
@@ -93,6 +97,25 @@ class ROFIMethod:
                     "weights_sha256": self.weights["sha256"][:16]},
         )
 
+    def _detector(self):
+        """This thread's landmark detector (MediaPipe graphs are not shared between threads)."""
+        det = getattr(self._local, "landmarks", None)
+        if det is None:
+            from mema.faces.landmarks import LandmarkDetector
+
+            det = self._local.landmarks = LandmarkDetector()
+            # MediaPipe's own finaliser fails at interpreter shutdown; close it while Python is whole.
+            weakref.finalize(self, det.close)
+        return det
+
+    def _map(self, fn, items) -> list:
+        """``fn`` over ``items`` on two threads: landmarks (MediaPipe), JPEG and AES release the GIL, and
+        torch is idle meanwhile, so this is what keeps anonymize above 40 images/s on 2 cores."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=PER_IMAGE_THREADS, thread_name_prefix="rofi")
+            weakref.finalize(self, self._pool.shutdown)
+        return list(self._pool.map(fn, items))
+
     def eye_openings(self, x: torch.Tensor) -> torch.Tensor | None:
         """(N, 1, H, W) soft masks of the eye openings of faces in [0, 1] images ``x``; zero where no
         face is found (that image is then pure ROFI). None when the option is off."""
@@ -100,20 +123,16 @@ class ROFIMethod:
             return None
         from mema.faces.eyecrop import eye_opening_mask
 
-        if self._landmarks is None:
-            from mema.faces.landmarks import LandmarkDetector
-
-            self._landmarks = LandmarkDetector()
-            # MediaPipe's own finaliser fails at interpreter shutdown; close it while Python is whole.
-            weakref.finalize(self, self._landmarks.close)
         cfg = self.model.cfg
         images = x.detach().mul(255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-        masks = np.zeros((len(images), 1, *images.shape[1:3]), np.float32)
-        for i, img in enumerate(images):
-            lm = self._landmarks.detect(img)
-            if lm is not None:
-                masks[i, 0] = eye_opening_mask(lm, img.shape[:2], *cfg.eye_opening_axes, cfg.eye_opening_feather)
-        return torch.from_numpy(masks).to(x.device)
+
+        def mask(img: np.ndarray) -> np.ndarray:
+            lm = self._detector().detect(img)
+            if lm is None:
+                return np.zeros(img.shape[:2], np.float32)
+            return eye_opening_mask(lm, img.shape[:2], *cfg.eye_opening_axes, cfg.eye_opening_feather)
+
+        return torch.from_numpy(np.stack(self._map(mask, images))[:, None]).to(x.device)
 
     # Tensor routes: differentiable, used by the harness's key-security attacks.
     def anonymize_tensor(self, x: torch.Tensor, key_vectors: torch.Tensor) -> torch.Tensor:
@@ -144,13 +163,13 @@ class ROFIMethod:
 
     def anonymize(self, images: np.ndarray, key: Key | None = None) -> np.ndarray:
         protected = self._run(images, key, self.anonymize_tensor)
-        for i in range(len(protected)):
-            protected[i] = seal(protected[i], images[i], key)
+        if len(protected):
+            protected[:] = np.stack(self._map(lambda i: seal(protected[i], images[i], key), range(len(protected))))
         return protected
 
     def opened(self, images: np.ndarray, key: Key) -> list[np.ndarray | None]:
         """Per image: the sealed original when ``key`` opens it, else None."""
-        return [unseal(img, key) for img in images]
+        return self._map(lambda img: unseal(img, key), images)
 
     def restore(self, images: np.ndarray, key: Key) -> np.ndarray:
         self._check(images, key)
