@@ -153,3 +153,16 @@ def test_limit_takes_whole_identities_in_a_seeded_order(tiny_corpus):
     assert [r.id for r in limited(records, 8, seed=0)] == [r.id for r in subset]  # deterministic
     assert len({r.disease for r in subset}) == 4  # the tiny test split has one two-photo identity per class
     assert limited(records, None, 0) == sorted(records, key=lambda r: r.id)
+
+
+def test_a_corpus_without_gallery_is_refused_for_face_matching_only(tiny_corpus, tmp_path):
+    """Generated corpora may hold one photo per identity: the identity task says what it needs, others still run."""
+    from mema.evaluation.harness import EvalError
+
+    corpus = load_corpus(tiny_corpus)
+    corpus.records = [r for r in corpus.records if r.split != "gallery"]
+    with pytest.raises(EvalError, match="no gallery split, which the identity task"):
+        Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["identity", "classification"]))
+    with pytest.raises(EvalError, match="--tasks classification"):
+        Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["identity", "classification"]))
+    Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["classification"]))  # accepted

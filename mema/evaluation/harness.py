@@ -41,6 +41,8 @@ TASKS = ("identity", "classification", "segmentation", "geometry", "reversibilit
 # Not in the default run: minutes per method (1,000 brute-force keys, a 200-step key optimisation, BIM).
 OPTIONAL_TASKS = ("key-security",)
 ALL_TASKS = TASKS + OPTIONAL_TASKS
+# Face matching and the calibrated same-person threshold compare against another photo of each identity.
+GALLERY_TASKS = ("identity", "key-security")
 DEFAULT_RECOGNISERS = ("sface", "dlib-resnet")
 EVAL_KEY_SEED = 7_000_000  # reversible methods are scored with key_from_seed(this) unless --key is given
 WRONG_KEY_SEED = 7_000_001  # the wrong key is derived from this seed, so it is the same in every run
@@ -121,6 +123,12 @@ class Evaluation:
         unknown = set(cfg.tasks) - set(ALL_TASKS)
         if unknown:
             raise EvalError(f"unknown task(s) {sorted(unknown)}; choose from {', '.join(ALL_TASKS)}")
+        needs_gallery = [t for t in cfg.tasks if t in GALLERY_TASKS]
+        if needs_gallery and not corpus.split("gallery"):
+            others = [t for t in cfg.tasks if t not in GALLERY_TASKS]
+            raise EvalError(f"corpus {corpus.info.name} has no gallery split, which the {', '.join(needs_gallery)} task(s) need "
+                            "(another photo of each val/test identity; docs/corpus-format.md)"
+                            + (f"; run the others with --tasks {','.join(others)}" if others else ""))
         self.corpus, self.method, self.out, self.cfg = corpus, method, Path(out), cfg
         self.progress, self.device = progress, device
         self.key = key
