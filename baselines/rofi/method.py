@@ -89,7 +89,9 @@ class ROFIMethod:
             name="rofi", version="0.1.0", reversible=True, key_scheme="mema-key-v1", licence="Apache-2.0",
             trained_on=self.weights["meta"].get("trained_on", "MeMa-mini train split"),
             description="ROFI (reversible ophthalmic face anonymization): weakly supervised sign detector, "
-                        "key-conditioned transformer identity translator, DA-Former, Dec-Net; restorer with the same key.",
+                        "key-conditioned transformer identity translator on the key's virtual face, DA-Former, Dec-Net; "
+                        "the original's eye openings kept; the original sealed with AES-SIV in the two low bits, "
+                        "opened by the same key (restorer network otherwise).",
             paper="ROFI (seed paper 000); losses from MeMa MedSem-DeID",
             params={"restoration": "sealed original (AES-SIV, 2 low bits), neural fallback",
                     "keep_eye_openings": self.keep_eye_openings,
