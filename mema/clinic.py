@@ -144,15 +144,15 @@ def process(action: Action, method: Method, key: Key | None, inp: Path, out: Pat
     def flush(group: list) -> None:
         names = [g[0] for g in group]
         images = np.stack([g[2] for g in group])
-        try:
-            result = fn(images, key=key)
-        except Exception as exc:  # a method's own failure, reported in one line with the batch it hit
-            raise ClinicError(f"{info.name}.{action} failed on {len(group)} image(s) starting with {names[0]}: {type(exc).__name__}: {exc}") from None
-        outputs = check_output(info.name, images, result, names, action)
         # Methods that carry a sealed original (ROFI) say which images it could not be opened for:
         # those got the neural restoration, a different face, and the user must know.
         opened = getattr(method, "opened", None) if action == "restore" else None
-        closed = {i for i, o in enumerate(opened(images, key)) if o is None} if callable(opened) else set()
+        try:
+            result = fn(images, key=key)
+            closed = {i for i, o in enumerate(opened(images, key)) if o is None} if callable(opened) else set()
+        except Exception as exc:  # a method's own failure, reported in one line with the batch it hit
+            raise ClinicError(f"{info.name}.{action} failed on {len(group)} image(s) starting with {names[0]}: {type(exc).__name__}: {exc}") from None
+        outputs = check_output(info.name, images, result, names, action)
         for i, ((name, in_sha, _, note), img) in enumerate(zip(group, outputs)):
             if i in closed:
                 note = "; ".join(n for n in (note, NOT_OPENED) if n)

@@ -174,6 +174,10 @@ def test_restore_opens_the_sealed_original_only_with_the_right_key(trained, tiny
     Image.fromarray(protected[0]).save(buf, "JPEG", quality=98)
     assert method.opened(np.asarray(Image.open(buf))[None], key) == [None]
     assert method.opened(images[:1], key) == [None]  # never anonymized
+    # An original too detailed for the carrier (uniform noise) is left unsealed, not a failed batch.
+    noise = np.random.default_rng(0).integers(0, 256, images[:1].shape, dtype=np.uint8)
+    both = method.anonymize(np.concatenate([images[:1], noise]), key=key)
+    assert method.opened(both, key)[0] is not None and method.opened(both, key)[1] is None
 
 
 def test_sealed_channel_properties():
@@ -199,3 +203,12 @@ def test_sealed_channel_properties():
     assert unseal(flipped, key) is None
     with pytest.raises(SealError):
         seal(carrier[:8, :8], rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), key)  # 48 bytes cannot hold a JPEG
+    with pytest.raises(SealError, match=r"\(H, W, 3\)"):
+        seal(carrier[..., 0], original[..., 0], key)
+    # The length field is the same whatever the original: it tells nothing about the photo.
+    other = seal(carrier, np.full_like(original, 128), key)
+    assert np.array_equal(sealed.ravel()[:32] & 3, other.ravel()[:32] & 3)  # MAGIC and length: 8 bytes = 32 values
+    for shape in ((127, 127, 3), (101, 102, 3), (63, 65, 3)):  # H x W x 3 not a multiple of 4
+        c, o = carrier[: shape[0], : shape[1]], original[: shape[0], : shape[1]]
+        back = unseal(seal(c, o, key), key)
+        assert back is not None and back.shape == shape and np.abs(back.astype(int) - o).mean() < 3

@@ -25,7 +25,7 @@ import torch
 
 from mema.baselines.rofi.config import ROFIConfig
 from mema.baselines.rofi.networks import ROFI
-from mema.baselines.rofi.sealed import seal, unseal
+from mema.baselines.rofi.sealed import SealError, seal, unseal
 from mema.keys import Key, key_vector
 from mema.methods import MethodError, MethodInfo, register
 
@@ -165,8 +165,15 @@ class ROFIMethod:
 
     def anonymize(self, images: np.ndarray, key: Key | None = None) -> np.ndarray:
         protected = self._run(images, key, self.anonymize_tensor)
+
+        def sealed(i: int) -> np.ndarray:
+            try:
+                return seal(protected[i], images[i], key)
+            except SealError:  # an original too detailed for the carrier even as a coarse JPEG: left unsealed,
+                return protected[i]  # so restore gives the restorer network's face (and `mema restore` warns)
+
         if len(protected):
-            protected[:] = np.stack(self._map(lambda i: seal(protected[i], images[i], key), range(len(protected))))
+            protected[:] = np.stack(self._map(sealed, range(len(protected))))
         return protected
 
     def opened(self, images: np.ndarray, key: Key) -> list[np.ndarray | None]:

@@ -11,7 +11,9 @@ re-encoded as JPEG or perturbed cannot be opened, and neither can any key but th
 
 Layout of the low-bit stream (row-major, channel-interleaved, two bits per value, most significant
 first): ``MAGIC`` (4 bytes), ciphertext length (4 bytes, big-endian), ciphertext (16-byte SIV tag
-first), then filler drawn from SHAKE-256 of the ciphertext, so the whole plane looks uniform.
+first), then zero bits up to the last value. The plaintext is the JPEG padded with zeros to the whole
+capacity (JPEG decoders stop at the end-of-image marker), so the length field is the same for every
+image of a size and tells nothing about the original; MAGIC only says that an image carries a seal.
 Sealing is deterministic: the same original, carrier and key give the same bytes.
 """
 
@@ -39,6 +41,7 @@ class SealError(ValueError):
 
 
 def capacity_bytes(shape: tuple[int, ...]) -> int:
+    """Whole bytes the low bits of an image of ``shape`` hold."""
     return int(np.prod(shape)) * BITS // 8
 
 
@@ -72,14 +75,18 @@ def _from_symbols(symbols: np.ndarray) -> bytes:
 
 def seal(carrier: np.ndarray, original: np.ndarray, key: Key) -> np.ndarray:
     """Return ``carrier`` (H, W, 3 uint8) with a sealed copy of ``original`` (same shape) in its low bits."""
-    if carrier.shape != original.shape or carrier.dtype != np.uint8 or original.dtype != np.uint8:
-        raise SealError("carrier and original must be uint8 images of the same shape")
+    if (carrier.shape != original.shape or carrier.dtype != np.uint8 or original.dtype != np.uint8
+            or carrier.ndim != 3 or carrier.shape[2] != 3):
+        raise SealError("carrier and original must be (H, W, 3) uint8 images of the same shape")
     room = capacity_bytes(carrier.shape) - HEADER_BYTES - TAG_BYTES
+    if room <= 0:
+        raise SealError(f"a {carrier.shape[1]}x{carrier.shape[0]} carrier cannot hold a copy of the original")
+    jpeg = _jpeg(original, room)
     high = carrier & np.uint8(0xFF ^ ((1 << BITS) - 1))
-    ciphertext = _cipher(key).encrypt(_jpeg(original, room), [MAGIC, _carrier_digest(carrier)])
+    ciphertext = _cipher(key).encrypt(jpeg + bytes(room - len(jpeg)), [MAGIC, _carrier_digest(carrier)])
     stream = MAGIC + len(ciphertext).to_bytes(4, "big") + ciphertext
-    stream += hashlib.shake_256(ciphertext).digest(capacity_bytes(carrier.shape) - len(stream))
-    return high | _to_symbols(stream).reshape(carrier.shape)
+    stream += bytes(-(-carrier.size * BITS // 8) - len(stream))  # a partial last byte when H x W x 3 is odd
+    return high | _to_symbols(stream)[: carrier.size].reshape(carrier.shape)
 
 
 def unseal(image: np.ndarray, key: Key) -> np.ndarray | None:
