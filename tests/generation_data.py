@@ -38,3 +38,14 @@ def write_real_set(root: Path, faces: list[np.ndarray], extra_rows: list[dict] |
     rows += extra_rows or []
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
+
+
+def tiny_generation_inputs(root: Path, *, real_faces: int, seed: int, num_faces: int, real_dir: str = "real") -> Path:
+    """A real set, tiny random SD 1.5 / IP-Adapter weights (root/w) and public reference faces (root/faces)
+    under ``root``, as the generation tests start from; returns the real set's folder."""
+    from mema.cli.generate import main
+
+    real = write_real_set(root / real_dir, dcgan_faces(real_faces, seed=seed))
+    assert main(["tiny-weights", "--output_dir", str(root / "w")]) == 0
+    assert main(["reference-faces", "--output_dir", str(root / "faces"), "--num_faces", str(num_faces), "--size", "64"]) == 0
+    return real

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from mema.cli.generate import main
-from tests.generation_data import dcgan_faces, write_real_set
+from tests.generation_data import tiny_generation_inputs
 
 RES = "32"
 
@@ -18,9 +18,7 @@ RES = "32"
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("gen")
-    real = write_real_set(root / "hospital_private_photos", dcgan_faces(6, seed=7))
-    assert main(["tiny-weights", "--output_dir", str(root / "w")]) == 0
-    assert main(["reference-faces", "--output_dir", str(root / "faces"), "--num_faces", "4", "--size", "64"]) == 0
+    real = tiny_generation_inputs(root, real_faces=6, seed=7, num_faces=4, real_dir="hospital_private_photos")
     return root, real
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mema.cli.generate import main
-from tests.generation_data import dcgan_faces, write_real_set
+from tests.generation_data import tiny_generation_inputs
 from tests.tiny_onnx import tiny_arcface_onnx
 
 RES = "32"
@@ -20,9 +20,7 @@ RES = "32"
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("faceid")
-    real = write_real_set(root / "real", dcgan_faces(4, seed=5))
-    assert main(["tiny-weights", "--output_dir", str(root / "w")]) == 0
-    assert main(["reference-faces", "--output_dir", str(root / "faces"), "--num_faces", "3", "--size", "64"]) == 0
+    real = tiny_generation_inputs(root, real_faces=4, seed=5, num_faces=3)
     assert main(["finetune", "--pretrained_model_name_or_path", str(root / "w" / "stable-diffusion"), "--train_data_dir", str(real),
                  "--output_dir", str(root / "lora"), "--resolution", RES, "--rank", "4", "--train_batch_size", "2",
                  "--max_train_steps", "1", "--num_validation_images", "0", "--seed", "1"]) == 0

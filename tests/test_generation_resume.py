@@ -11,7 +11,7 @@ import time
 import pytest
 
 from mema.cli.generate import main
-from tests.generation_data import dcgan_faces, write_real_set
+from tests.generation_data import tiny_generation_inputs
 
 N = "10"
 
@@ -19,9 +19,7 @@ N = "10"
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("genres")
-    real = write_real_set(root / "real", dcgan_faces(4, seed=3))
-    assert main(["tiny-weights", "--output_dir", str(root / "w")]) == 0
-    assert main(["reference-faces", "--output_dir", str(root / "faces"), "--num_faces", "3", "--size", "64"]) == 0
+    real = tiny_generation_inputs(root, real_faces=4, seed=3, num_faces=3)
     assert main(["finetune", "--pretrained_model_name_or_path", str(root / "w" / "stable-diffusion"), "--train_data_dir", str(real),
                  "--output_dir", str(root / "lora"), "--resolution", "32", "--rank", "4", "--max_train_steps", "1",
                  "--num_validation_images", "1", "--validation_steps", "1"]) == 0
