@@ -4,6 +4,11 @@ Layout while building: ``<out>/.build/config.json`` (the plan's config) and one
 ``<out>/.build/done/<identity>.json`` per finished identity, written atomically after its PNGs.
 A killed build resumes from those files; ``dataset.json`` is written last, so its presence means
 the corpus is complete.
+
+Landmarks and age/gender come from the shipped recorded plan of the config when there is one
+(``generation/recorded/<name>-<version>.npz``; :mod:`mema.generation.recorded`), so every machine builds
+the registered bytes; otherwise (custom configs, ``live=True``) the models run live. ``record_to`` runs
+them live and writes down what they answered, which is how a recorded plan is made.
 """
 
 from __future__ import annotations
@@ -47,14 +52,16 @@ def corpus_dir(cfg: CorpusConfig) -> Path:
 _renderer = None
 
 
-def _init_worker(cfg_json: str) -> None:
+def _init_worker(cfg_json: str, mode: str, plan_path: str | None) -> None:
     global _renderer
     import torch
 
-    torch.set_num_threads(1)  # one process per core; deterministic conv results across runs
+    torch.set_num_threads(1)  # one process per core
     from mema.generation.procedural import ProceduralRenderer
+    from mema.generation.recorded import RecordedPlan
 
-    _renderer = ProceduralRenderer(CorpusConfig.model_validate_json(cfg_json))
+    replay = RecordedPlan.load(Path(plan_path)).identities if mode == "replay" else None
+    _renderer = ProceduralRenderer(CorpusConfig.model_validate_json(cfg_json), replay, record=mode == "record")
 
 
 def _render(plan_json: str):
@@ -63,6 +70,12 @@ def _render(plan_json: str):
 
 
 # --- main side ---------------------------------------------------------------------------------
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _weights_used() -> dict[str, str]:
@@ -95,10 +108,12 @@ def _save_identity(root: Path, rendered, weights: dict[str, str]) -> list[dict]:
             height=photo.image.shape[0],
             mask_file=mask_file,
             mask_sha256=mask_sha,
-            provenance=Provenance(backend="procedural", generator="dcgan-digiface+signs-v1", seed=photo.seed, attempt=photo.attempt, weights=weights),
+            provenance=Provenance(backend="procedural", generator="dcgan-digiface+signs-v2", seed=photo.seed, attempt=photo.attempt, weights=weights),
         )
         records.append(rec.model_dump(mode="json"))
     done = {"identity": plan.identity, "records": records, "embedding": [float(x) for x in rendered.embedding]}
+    if rendered.recording is not None:
+        done["recording"] = rendered.recording.to_json()
     atomic_write_bytes(root / BUILD_DIR / "done" / f"{plan.identity}.json", json.dumps(done).encode())
     return records
 
@@ -110,9 +125,21 @@ def build_corpus(
     workers: int = 2,
     force: bool = False,
     progress: bool = True,
+    live: bool = False,
+    record_to: Path | None = None,
 ) -> Path:
     """Build (or resume, or reuse) the corpus for ``cfg``; returns its folder."""
+    from mema.generation.recorded import RecordedPlan, ReplayError, shipped_plan_path
+
+
     root = Path(out) if out is not None else corpus_dir(cfg)
+    plan_file = shipped_plan_path(cfg.name, cfg.version)
+    if record_to is not None:
+        mode, plan_path = "record", None
+    elif not live and plan_file.exists() and RecordedPlan.load(plan_file).config_sha256 == cfg.sha256():
+        mode, plan_path = "replay", plan_file
+    else:  # other settings than the registered corpus (e.g. another seed): the models run on this machine
+        mode, plan_path = "live", None
     build = root / BUILD_DIR
     cfg_path = build / "config.json"
     if force and root.exists():
@@ -122,14 +149,19 @@ def build_corpus(
         if info.builder.get("config_sha256") == cfg.sha256():
             return root
         raise BuildError(f"{root} holds a different corpus ({info.name} {info.version}); pass --force to rebuild it or choose --out")
+    mode_path = build / "mode.json"
     if cfg_path.exists():
         previous = CorpusConfig.model_validate_json(cfg_path.read_text())
         if previous.sha256() != cfg.sha256():
             raise BuildError(f"{root} holds a partial build with other settings; pass --force to start over or choose --out")
+        if mode_path.exists() and json.loads(mode_path.read_text())["mode"] != mode:
+            raise BuildError(f"{root} holds a partial {json.loads(mode_path.read_text())['mode']} build; this one would be {mode}; "
+                             "pass --force to start over or choose --out")
     elif root.exists() and any(root.iterdir()):
         raise BuildError(f"{root} exists and is not a MeMa build folder; choose an empty --out")
     build.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(cfg_path, cfg.model_dump_json(indent=2).encode())
+    atomic_write_bytes(mode_path, json.dumps({"mode": mode}).encode())
 
     plans = identity_plan(cfg)
     done_dir = build / "done"
@@ -139,29 +171,41 @@ def build_corpus(
     weights = _weights_used()
     t0 = time.time()
     bar = tqdm(total=len(plans), initial=len(plans) - len(todo), desc=f"build {cfg.name}", unit="id", disable=not progress)
+    init_args = (cfg.model_dump_json(), mode, str(plan_path) if plan_path else None)
     if todo:
         if workers > 1:
             ctx = mp.get_context("spawn")  # MediaPipe and torch do not survive fork safely
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg.model_dump_json(),)) as pool:
-                for rendered in pool.imap_unordered(_render, [p.model_dump_json() for p in todo], chunksize=4):
-                    _save_identity(root, rendered, weights)
-                    bar.update(1)
+            with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+                try:
+                    for rendered in pool.imap_unordered(_render, [p.model_dump_json() for p in todo], chunksize=4):
+                        _save_identity(root, rendered, weights)
+                        bar.update(1)
+                except ReplayError as exc:
+                    raise BuildError(str(exc)) from None
         else:
-            _init_worker(cfg.model_dump_json())
+            _init_worker(*init_args)
             try:
                 for plan in todo:
                     _save_identity(root, _render(plan.model_dump_json()), weights)
                     bar.update(1)
+            except ReplayError as exc:
+                raise BuildError(str(exc)) from None
             finally:
                 _renderer.close()
     bar.close()
     build_seconds = time.time() - t0
 
-    records, embeddings = [], {}
+    records, embeddings, recordings = [], {}, {}
     for plan in plans:
         done = json.loads((done_dir / f"{plan.identity}.json").read_text())
         records += [ImageRecord.model_validate(r) for r in done["records"]]
         embeddings[plan.identity] = (plan.split, np.array(done["embedding"], dtype=np.float32))
+        if mode == "record":
+            from mema.generation.recorded import IdentityRecording
+
+            recordings[plan.identity] = IdentityRecording.from_json(done["recording"])
+    if mode == "record":
+        RecordedPlan(cfg.sha256(), recordings).save(Path(record_to))
 
     from mema.generation.card import write_card_assets
 
@@ -178,6 +222,7 @@ def build_corpus(
             "backend": "procedural",
             "config_sha256": cfg.sha256(),
             "seed": cfg.seed,
+            "landmarks": ("recorded plan " + _file_sha256(plan_file)[:16]) if mode == "replay" else "live (MediaPipe, this machine)",
             "mema_version": __import__("mema").__version__,
             "python": platform.python_version(),
             "last_run_seconds": round(build_seconds, 1),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mema.corpus.schema import DISEASE_NAMES, DISEASES, ImageRecord
+from mema.corpus.schema import DISEASE_NAMES, DISEASES, EVAL_SPLITS, SPLITS, ImageRecord
 from mema.corpus.verify import embedding_disjointness
 from mema.imageio import atomic_write_bytes, read_rgb, write_png
 from mema.weights import entry
@@ -64,9 +64,9 @@ def write_card_assets(root: Path, cfg, records: list[ImageRecord], embeddings: d
         ids_by_split[r.split].add(r.identity)
     shared = {
         f"{a}-{b}": len(ids_by_split[a] & ids_by_split[b])
-        for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
+        for i, a in enumerate(("train", *EVAL_SPLITS)) for b in EVAL_SPLITS[i:]
     }
-    gallery_ok = ids_by_split["gallery"] <= (ids_by_split["val"] | ids_by_split["test"])
+    gallery_ok = ids_by_split["gallery"] <= set().union(*(ids_by_split[s] for s in EVAL_SPLITS))
     stats = {
         "identities_shared_between_splits": shared,
         "gallery_identities_subset_of_eval": gallery_ok,
@@ -77,7 +77,7 @@ def write_card_assets(root: Path, cfg, records: list[ImageRecord], embeddings: d
 
 
 def _markdown(cfg, records: list[ImageRecord], stats: dict, grids: list[str]) -> str:
-    splits = [s for s in ("train", "val", "test", "gallery") if any(r.split == s for r in records)]
+    splits = [s for s in SPLITS if any(r.split == s for r in records)]
     counts = Counter((r.split, r.disease) for r in records)
     lines = [
         f"# {cfg.name} {cfg.version}",

@@ -50,16 +50,22 @@ def load_generator() -> DCGANGenerator:
 
 
 class FaceGenerator:
-    """Deterministic faces from latent vectors, upscaled to ``size`` px (Lanczos)."""
+    """Deterministic faces from latent vectors, upscaled to ``size`` px (Lanczos).
+
+    The network runs in float64: in float32 the CPU's convolution kernels (AVX2, AVX-512, NEON) round
+    differently and a few pixels of a seeded face came out one grey level apart on different machines,
+    so a corpus built from the same seed had another hash. In float64 those differences stay ~1e-13,
+    far below the 8-bit rounding step (checked across oneDNN ISA levels in tests/test_build.py).
+    """
 
     def __init__(self, size: int = 128):
         self.size = size
-        self.net = load_generator()
+        self.net = load_generator().double()
 
     @torch.no_grad()
     def generate(self, z: np.ndarray) -> np.ndarray:
         """(N, 100) latents -> (N, size, size, 3) uint8."""
-        x = self.net(torch.from_numpy(np.asarray(z, dtype=np.float32)).view(-1, LATENT_DIM, 1, 1))
+        x = self.net(torch.from_numpy(np.asarray(z, dtype=np.float64)).view(-1, LATENT_DIM, 1, 1))
         arr = ((x.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).clip(0, 255).round().astype(np.uint8)
         if self.size == arr.shape[1]:
             return arr

@@ -7,6 +7,10 @@ strabismus displaces one iris, TAO retracts the lids so sclera shows above the i
 reddens the sclera, uveitis adds a ciliary flush and clouds the iris, BCC adds a pearly nodule and
 SCC a red scaly plaque near the lids (both with a lesion mask).
 
+Each identity also carries its own periocular traits (:mod:`mema.generation.periocular`: eye shape,
+lid crease, brows, iris texture, periocular skin), so the eye region identifies a person as it does on
+real faces; the signs are drawn on top of those traits.
+
 Rendering is supersampled (x4) in a patch around each eye and box-filtered down, so the ~16 px
 eyes of a 128 px face keep smooth edges. Everything is driven by an explicit ``numpy`` Generator.
 """
@@ -18,14 +22,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from mema.faces.landmarks import CHEEKS, FaceLandmarks
+from mema.generation.periocular import PeriocularTraits, brow_alpha, draw_traits, iris_colour, medial
 
 SS = 4  # supersampling factor
 SEVERITY_INDEX = {"slight": 0, "mid": 1, "heavy": 2}
 
-IRIS_COLOURS = np.array(
-    [(92, 56, 32), (70, 42, 24), (120, 84, 50), (76, 104, 132), (92, 120, 84), (110, 92, 60), (55, 38, 28)],
-    dtype=np.float32,
-)
 SCLERA = np.array((236, 234, 228), dtype=np.float32)
 LID_LINE = np.array((38, 26, 24), dtype=np.float32)
 
@@ -47,6 +48,7 @@ class EyeShape:
     flush: float = 0.0  # uveitis: ciliary flush ring strength
     lid_swelling: float = 0.0  # TAO: periorbital puffiness above the lid
     crease_drop: float = 0.0  # ptosis: lid fold hangs lower
+    brow_raise: float = 0.0  # per-photo expression
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,15 @@ class SignPlan:
     right: EyeShape = field(default_factory=EyeShape)
     eye_scale: float = 1.15
     lesion: Lesion | None = None
+    traits: PeriocularTraits | None = None  # None: the single eye drawing of MeMa-mini 1.0
 
 
 def plan_sign(disease: str, severity: str, rng: np.random.Generator) -> SignPlan:
-    """Per-identity sign plan: which eye, how strong, iris colour, lesion place."""
-    iris = tuple(float(c) for c in IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))] * rng.uniform(0.85, 1.15))
+    """Per-identity sign plan: the identity's periocular traits, which eye, how strong, lesion place."""
+    traits = draw_traits(rng)
     gaze = (float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.02, 0.02)))
-    base = EyeShape(iris_rgb=iris, iris_s=gaze[0], iris_t=0.02 + gaze[1], h_up=float(rng.uniform(0.22, 0.26)))
+    base = EyeShape(iris_rgb=traits.iris_rgb, iris_s=gaze[0], iris_t=0.02 + gaze[1], h_up=traits.h_up, h_lo=traits.h_lo,
+                    iris_r=traits.iris_r)
     left, right = base, base
     k = SEVERITY_INDEX.get(severity, 0)
     side = "left" if rng.random() < 0.5 else "right"
@@ -106,7 +110,7 @@ def plan_sign(disease: str, severity: str, rng: np.random.Generator) -> SignPlan
         radius = ((0.17, 0.22, 0.28) if disease == "BCC" else (0.22, 0.29, 0.36))[k]
         offset = (float(rng.uniform(-0.12, 0.12)), float(rng.uniform(-0.05, 0.05)))
         lesion = Lesion(disease.lower(), side, anchor, radius, offset, int(rng.integers(2**31)))
-    return SignPlan(disease, severity, left, right, float(rng.uniform(1.1, 1.2)), lesion)
+    return SignPlan(disease, severity, left, right, traits.eye_scale, lesion, traits)
 
 
 def jitter_plan(plan: SignPlan, rng: np.random.Generator) -> SignPlan:
@@ -118,7 +122,10 @@ def jitter_plan(plan: SignPlan, rng: np.random.Generator) -> SignPlan:
             h_up=eye.h_up * float(rng.uniform(0.93, 1.07)),
             h_lo=eye.h_lo * float(rng.uniform(0.93, 1.07)),
             iris_s=eye.iris_s + float(rng.uniform(-0.02, 0.02)),
+            brow_raise=brow,
         )
+
+    brow = float(rng.uniform(-0.03, 0.03))
 
     lesion = plan.lesion
     if lesion is not None:
@@ -197,22 +204,62 @@ class _Canvas:
             mask[self.y0 : self.y1, self.x0 : self.x1] |= (cover >= 0.5).astype(np.uint8)
 
 
-def _lid_profile(s: np.ndarray) -> np.ndarray:
-    n = np.clip(2 * s, -1, 1)
-    return np.power(np.clip(1 - n * n, 0, 1), 0.8)
+def _lid_profile(s: np.ndarray, power: float = 0.8, apex: float = 0.0) -> np.ndarray:
+    """Lid height along the eye (1 at the apex, 0 at the corners); ``apex`` in frame units along s."""
+    n = np.where(s < apex, (s - apex) / (0.5 + apex), (s - apex) / (0.5 - apex))
+    n = np.clip(n, -1, 1)
+    return np.power(np.clip(1 - n * n, 0, 1), power)
 
 
-def draw_eye(canvas: _Canvas, frame: EyeFrame, eye: EyeShape, skin: np.ndarray, rng: np.random.Generator) -> None:
+def _soft_ellipse(s: np.ndarray, t: np.ndarray, cs: float, ct: float, rs: float, rt: float) -> np.ndarray:
+    return np.clip(1.0 - (((s - cs) / rs) ** 2 + ((t - ct) / rt) ** 2), 0, 1)
+
+
+def draw_periocular(canvas: _Canvas, frame: EyeFrame, eye: EyeShape, skin: np.ndarray, side: str, tr: PeriocularTraits) -> None:
+    """The identity's periocular skin, crease-free parts: tint, dark circles, crow's feet, moles, brow."""
     s, t = canvas.local(frame)
-    prof = _lid_profile(s)
+    m = medial(s, side)
+    tint = np.asarray(tr.skin_tint, np.float32)
+    everywhere = np.ones_like(s, bool)
+    # Tints and shadows scale the pixels already there, so the generator's skin texture stays and no patch shows.
+    canvas.paint(everywhere, canvas.rgb * tint, np.clip(_soft_ellipse(s, t, 0.0, -0.15, 1.05, 0.95) * 1.5, 0, 0.8))
+    tinted = skin * tint
+    # Brow zone: fade the generator's own brow before drawing the identity's.
+    brow_c = -(tr.brow_gap + tr.brow_arch * 0.6)
+    zone = _soft_ellipse(m, t, tr.brow_shift, brow_c, tr.brow_len / 2 + 0.2, 0.26)
+    canvas.paint(zone > 0, tinted, np.clip(zone * 1.5, 0, 0.55))
+    if tr.dark_circle > 0:
+        band = _soft_ellipse(s, t, 0.0, eye.h_lo + 0.24, 0.5, 0.14)
+        canvas.paint(band > 0, canvas.rgb * np.array([0.80, 0.72, 0.82], np.float32), band * tr.dark_circle)
+    wr = np.random.default_rng(tr.wrinkle_seed)
+    for _ in range(tr.wrinkles):
+        angle = wr.uniform(-0.6, 0.6)
+        line = np.abs((t - wr.uniform(-0.05, 0.05)) * np.cos(angle) - (m + 0.58) * np.sin(angle)) < 0.014
+        canvas.paint(line & (m < -0.58) & (m > -0.58 - wr.uniform(0.18, 0.32)), canvas.rgb * 0.78, 0.45)
+    for mole in tr.moles:
+        if mole.side == side:
+            d = np.hypot(m - mole.m, t - mole.t) / mole.r
+            canvas.paint(d < 1.2, canvas.rgb * np.array([0.45, 0.36, 0.32], np.float32), np.clip(1.2 - d, 0, 1) * 2 * mole.darkness)
+    canvas.paint(np.ones_like(s, bool), np.asarray(tr.brow_rgb, np.float32), brow_alpha(s, t, side, tr, eye.brow_raise))
+
+
+def draw_eye(canvas: _Canvas, frame: EyeFrame, eye: EyeShape, skin: np.ndarray, rng: np.random.Generator,
+             side: str, tr: PeriocularTraits) -> None:
+    s, t0 = canvas.local(frame)
+    m = medial(s, side)
+    t = t0 - tr.tilt * m  # canthal tilt: the lateral corner sits higher
+    prof = _lid_profile(s, tr.lid_power, tr.apex if side == "left" else -tr.apex)
+    tinted = skin * np.asarray(tr.skin_tint, np.float32)
     # Skin underlay hides the generator's own eye, softly, so no hard patch edge shows.
     under = np.clip(1.0 - ((s / 0.78) ** 2 + (t / 0.48) ** 2), 0, 1)
-    canvas.paint(under > 0, skin, np.clip(under * 2.2, 0, 0.92))
+    canvas.paint(under > 0, tinted, np.clip(under * 2.2, 0, 0.92))
     if eye.lid_swelling > 0:
         band = np.clip(1.0 - ((s / 0.62) ** 2 + ((t + eye.h_up + 0.12) / 0.14) ** 2), 0, 1)
-        canvas.paint(band > 0, skin * np.array([1.08, 0.9, 0.9]), band * eye.lid_swelling * 2.0)
-    crease_t = -eye.h_up * prof - 0.14 - eye.crease_drop * prof
-    canvas.paint(np.abs(t - crease_t) < 0.025 + eye.crease_drop * 0.12, skin * 0.8, 0.6 * (np.abs(s) < 0.42))
+        canvas.paint(band > 0, tinted * np.array([1.08, 0.9, 0.9]), band * eye.lid_swelling * 2.0)
+    crease_t = -eye.h_up * prof - tr.crease_gap - eye.crease_drop * prof
+    crease_alpha = max(tr.crease, 0.6 if eye.crease_drop > 0 else 0.0)
+    if crease_alpha > 0:
+        canvas.paint(np.abs(t - crease_t) < 0.022 + eye.crease_drop * 0.12, tinted * 0.78, crease_alpha * (np.abs(s) < 0.42))
     upper, lower = -eye.h_up * prof, eye.h_lo * prof
     inside = (np.abs(s) < 0.5) & (t > upper) & (t < lower)
     sclera = SCLERA + (np.array((212, 92, 92), dtype=np.float32) - SCLERA) * eye.sclera_red
@@ -233,12 +280,15 @@ def draw_eye(canvas: _Canvas, frame: EyeFrame, eye: EyeShape, skin: np.ndarray, 
     iris_rgb = np.asarray(eye.iris_rgb, dtype=np.float32)
     iris_rgb = iris_rgb + (np.array((165, 160, 150), dtype=np.float32) - iris_rgb) * eye.iris_haze
     iris = inside & (d < eye.iris_r)
-    canvas.paint(iris, iris_rgb)
+    texture = iris_colour(d, np.arctan2(t - eye.iris_t, s - eye.iris_s), iris_rgb, tr)
+    haze = np.float32(eye.iris_haze)
+    texture = texture * (1 - haze) + iris_rgb * haze  # a clouded iris loses its pattern
+    canvas.rgb[iris] = texture[iris]
     canvas.paint(iris & (d > eye.iris_r * 0.8), iris_rgb * 0.55)  # limbal ring
     canvas.paint(inside & (d < eye.pupil_r), (12, 10, 10))
     canvas.paint(inside & (np.hypot(s - eye.iris_s + 0.06, t - eye.iris_t + 0.06) < 0.035), (250, 250, 250), 0.8)
     # Lid margins: a dark upper line with lashes, a thin lower one.
-    canvas.paint((np.abs(t - upper) < 0.045) & (np.abs(s) < 0.52), LID_LINE)
+    canvas.paint((np.abs(t - upper) < 0.03 + 0.025 * tr.lash) & (np.abs(s) < 0.52), LID_LINE)
     canvas.paint((np.abs(t - lower) < 0.02) & (np.abs(s) < 0.48), skin * 0.62)
 
 
@@ -285,18 +335,20 @@ def draw_lesion(canvas: _Canvas, frame: EyeFrame, eye: EyeShape, lesion: Lesion)
 
 
 def render_signs(img: np.ndarray, lm: FaceLandmarks, plan: SignPlan, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Redraw both eyes and the sign; returns (image, lesion mask) as new arrays."""
+    """Redraw both eyes, their periocular traits and the sign; returns (image, lesion mask) as new arrays."""
+    if plan.traits is None:
+        raise ValueError("a sign plan needs the identity's periocular traits (plan_sign draws them)")
     out = img.copy()
     mask = np.zeros(img.shape[:2], dtype=np.uint8)
     skin = skin_colour(img, lm)
     for side, eye in (("left", plan.left), ("right", plan.right)):
         frame = eye_frame(lm, side, plan.eye_scale)
         lesion = plan.lesion if plan.lesion is not None and plan.lesion.side == side else None
-        half = frame.width * (1.3 if lesion is not None else 0.85)
-        canvas = _Canvas(out, frame.center, half)
+        canvas = _Canvas(out, frame.center, frame.width * 1.3)  # brows, moles and lesions included
         if canvas.empty:
             continue
-        draw_eye(canvas, frame, eye, skin, rng)
+        draw_periocular(canvas, frame, eye, skin, side, plan.traits)
+        draw_eye(canvas, frame, eye, skin, rng, side, plan.traits)
         if lesion is not None:
             draw_lesion(canvas, frame, eye, lesion)
         canvas.commit(out, mask if lesion is not None else None)

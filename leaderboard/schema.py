@@ -69,9 +69,10 @@ class Strict(BaseModel):
 
 @lru_cache(maxsize=1)
 def known_corpora() -> dict[str, dict[str, str]]:
-    """name -> version -> manifest sha256 of the corpus versions the board accepts (corpora.json)."""
-    data = json.loads((Path(__file__).parent / "corpora.json").read_text())
-    return {k: v for k, v in data.items() if not k.startswith("_")}
+    """name -> version -> manifest sha256 of the corpus versions the board accepts (mema/corpus/registered.json)."""
+    from mema.corpus.registry import registered_corpora
+
+    return registered_corpora()
 
 
 def check_metric(name: str, m: Metric) -> None:

@@ -16,36 +16,86 @@ from pathlib import Path
 from mema import runtime  # noqa: F401  (offline variables first)
 
 
+REAL_TRACK = "real-faces"
+
+
 def resolve_dataset(spec: str) -> Path:
-    """A named preset ('mini', 'tiny') maps to its cache folder; anything else is a path."""
-    from mema.generation.build import corpus_dir
+    """A named corpus ('mini', 'tiny', 'real-faces') maps to its cache folder; anything else is a path."""
+    from mema.generation.build import corpus_dir, default_root
     from mema.generation.presets import PRESETS
 
     if spec in PRESETS:
         return corpus_dir(PRESETS[spec])
+    if spec == REAL_TRACK:
+        from mema.generation.real_track import NAME, VERSION
+
+        return default_root() / f"{NAME}-{VERSION}"
     return Path(spec)
+
+
+def corpus_names() -> list[str]:
+    from mema.generation.presets import PRESETS
+
+    return sorted(PRESETS) + [REAL_TRACK]
 
 
 def _cmd_build(args) -> int:
     from mema.generation.build import BuildError, build_corpus
     from mema.generation.presets import PRESETS
 
+    if args.preset == REAL_TRACK:
+        return _build_real_track(args)
     cfg = PRESETS[args.preset]
     if args.seed is not None:
         cfg = cfg.model_copy(update={"seed": args.seed})
+    if args.record is not None and args.record.exists():
+        print(f"mema-data build: {args.record} exists; choose a new file for the recorded plan", file=sys.stderr)
+        return 2
     try:
-        root = build_corpus(cfg, args.out, workers=args.workers, force=args.force, progress=not args.quiet)
+        root = build_corpus(cfg, args.out, workers=args.workers, force=args.force, progress=not args.quiet,
+                            live=args.live, record_to=args.record)
     except BuildError as exc:
         print(f"mema-data build: {exc}", file=sys.stderr)
         return 2
+    from mema.corpus.registry import registered_hash
     from mema.corpus.store import load_info
 
     info = load_info(root)
     print(f"{info.name} {info.version}: {info.n_images} images in {root}")
     print(f"manifest sha256 {info.manifest_sha256}")
+    expected = registered_hash(info.name, info.version)
+    if args.seed is None and expected is not None and expected != info.manifest_sha256:
+        print(f"mema-data build: this build differs from the registered {info.name} {info.version} ({expected[:12]}...); "
+              "it can be scored, but not under the registered name", file=sys.stderr)
+        return 1
     if args.export_card:
         _export_card(root, Path(args.export_card))
         print(f"data card copied to {args.export_card}")
+    return 0
+
+
+def _build_real_track(args) -> int:
+    from mema.corpus.registry import registered_hash
+    from mema.corpus.store import load_info
+    from mema.generation.real_track import TrackError, build_real_faces
+
+    if args.seed is not None or args.live or args.record is not None:
+        print("mema-data build real-faces: --seed, --live and --record apply to the procedural corpora only", file=sys.stderr)
+        return 2
+    try:
+        root = build_real_faces(args.out or resolve_dataset(REAL_TRACK), force=args.force, progress=not args.quiet)
+    except TrackError as exc:
+        print(f"mema-data build: {exc}", file=sys.stderr)
+        return 2
+    info = load_info(root)
+    print(f"{info.name} {info.version}: {info.n_images} images in {root}")
+    print(f"manifest sha256 {info.manifest_sha256}")
+    if args.export_card:
+        _export_card(root, Path(args.export_card))
+    expected = registered_hash(info.name, info.version)
+    if expected is not None and expected != info.manifest_sha256:
+        print(f"mema-data build: this build differs from the registered {info.name} {info.version}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -117,17 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("build", help="build a procedural corpus (cached; resumes after a kill)")
-    p.add_argument("preset", choices=sorted(PRESETS), help="mini: MeMa-mini (~9,800 images); tiny: a few dozen, for tests")
+    p.add_argument("preset", choices=sorted(PRESETS) + [REAL_TRACK],
+                   help="mini: MeMa-mini (10,400 synthetic images); tiny: a few dozen, for tests; "
+                        "real-faces: the real-face track (205 real photos, research-only)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: $MEMA_HOME/corpora/NAME-VERSION)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
     p.add_argument("--force", action="store_true", help="delete an existing or partial build in the folder first")
     p.add_argument("--export-card", metavar="DIR", help="also copy the data card and grids to DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--live", action="store_true",
+                   help="run the landmark and age/gender models instead of the shipped recorded plan (not the registered bytes)")
+    p.add_argument("--record", type=Path, default=None, metavar="FILE",
+                   help="run the models live and write what they answered to FILE (how a recorded plan is made)")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("verify", help="check files, hashes, schema and split disjointness")
-    p.add_argument("path", help="corpus folder or a preset name (mini, tiny)")
+    p.add_argument("path", help="corpus folder or a name (mini, tiny, real-faces)")
     p.add_argument("--embedding-sample", type=int, default=100, help="identities per split for the face-embedding check (0 skips, -1 all)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -141,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("path", help="print the folder of a named corpus")
-    p.add_argument("name", choices=sorted(PRESETS))
+    p.add_argument("name", choices=sorted(PRESETS) + [REAL_TRACK])
     p.set_defaults(func=_cmd_path)
 
     p = sub.add_parser("weights", help="check every file of the weights manifest (hash, licence)")

@@ -77,11 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mema-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", choices=["ls"], help="ls: list the available methods")
     p.add_argument("--method", help="method name, entry point or package.module:Class")
-    p.add_argument("--dataset", default="mini", help="corpus folder or preset name (default: mini, built if missing)")
-    p.add_argument("--split", default="test", choices=["test", "val"], help="evaluation split (default test)")
+    p.add_argument("--dataset", default="mini", help="corpus folder or name: mini, tiny, real-faces (default: mini; built if missing)")
+    p.add_argument("--split", default="test", choices=["test", "dev", "val"],
+                   help="evaluation split (default test; dev for method development; val calibrates the evaluators and is refused)")
     p.add_argument("--tasks", default=",".join(TASKS),
                    help=f"comma-separated subset of {','.join(TASKS)} (default: all of these), plus optional {','.join(OPTIONAL_TASKS)}")
-    p.add_argument("--recognisers", default=",".join(DEFAULT_RECOGNISERS), help="comma-separated (sface, dlib-resnet; arcface/facenet with local weights)")
+    p.add_argument("--recognisers", default=",".join(DEFAULT_RECOGNISERS),
+                   help="comma-separated zoo (sface, dlib-resnet, periocular; arcface/facenet with local weights)")
     p.add_argument("--out", type=Path, help="output folder (default runs/METHOD)")
     p.add_argument("--key", type=Path, help="key file for reversible methods (default: the fixed evaluation key key_from_seed(7000000), so re-runs agree; only key ids are recorded)")
     p.add_argument("--limit", type=int, help="evaluate N samples: whole identities in a seeded order, so every class is present (smoke runs, ablations; recorded in results)")
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from mema.cli.data import resolve_dataset
     from mema.corpus.store import CorpusError, load_corpus
     from mema.evaluation.harness import EvalConfig, EvalError, Evaluation
+    from mema.evaluation.integrity import IntegrityError
     from mema.evaluation.report import print_summary, write_report
     from mema.keys import KeyFileError, read_key
     from mema.methods import MethodError, get_method
@@ -114,12 +117,19 @@ def main(argv: list[str] | None = None) -> int:
         method = get_method(args.method)
         key = read_key(args.key) if args.key else None
         root = resolve_dataset(args.dataset)
-        if not (root / "dataset.json").exists() and args.dataset in ("mini", "tiny"):
-            from mema.generation.build import build_corpus
-            from mema.generation.presets import PRESETS
+        if args.split == "val":
+            raise EvalError("split 'val' calibrates the reference evaluators and is never scored; use test (reported) or dev (development)")
+        if not (root / "dataset.json").exists() and args.dataset in ("mini", "tiny", "real-faces"):
+            print(f"building the {args.dataset} corpus first (cached afterwards)")
+            if args.dataset == "real-faces":
+                from mema.generation.real_track import build_real_faces
 
-            print(f"building {args.dataset} corpus first (cached afterwards)")
-            build_corpus(PRESETS[args.dataset], root, progress=not args.quiet)
+                build_real_faces(root, progress=not args.quiet)
+            else:
+                from mema.generation.build import build_corpus
+                from mema.generation.presets import PRESETS
+
+                build_corpus(PRESETS[args.dataset], root, progress=not args.quiet)
         corpus = load_corpus(root)
         cfg = EvalConfig(split=args.split, tasks=[t for t in args.tasks.split(",") if t], recognisers=[r for r in args.recognisers.split(",") if r],
                          batch_size=args.batch_size, limit=args.limit, seed=args.seed, far=args.far,
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluation = Evaluation(corpus, method, out, cfg, key, progress=not args.quiet, device=args.device or runtime.default_device())
         results = evaluation.run()
         write_report(out, results, evaluation)
-    except (MethodError, KeyFileError, CorpusError, EvalError, WeightsError, ValueError) as exc:
+    except (MethodError, KeyFileError, CorpusError, EvalError, IntegrityError, WeightsError, ValueError) as exc:
         print(f"mema-eval: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -31,13 +31,16 @@ DISEASE_NAMES = {
 }
 LESION_DISEASES: tuple[str, ...] = ("BCC", "SCC")
 SEVERITIES: tuple[str, ...] = ("none", "slight", "mid", "heavy")
-SPLITS: tuple[str, ...] = ("train", "val", "test", "gallery")
-EVAL_SPLITS: tuple[str, ...] = ("val", "test")
+# train: evaluator and method training; dev: method development (tune here); val: calibration of the
+# reference evaluators only (scoring on it is refused); test: reported figures; gallery: another photo of
+# each dev/val/test identity (the "ID-card photo" face matching compares against).
+SPLITS: tuple[str, ...] = ("train", "dev", "val", "test", "gallery")
+EVAL_SPLITS: tuple[str, ...] = ("dev", "val", "test")
 GENDERS: tuple[str, ...] = ("female", "male")
 
 Disease = Literal["Normal", "BCC", "Conj", "Uveitis", "Ptosis", "SCC", "Strab", "TAO"]
 Severity = Literal["none", "slight", "mid", "heavy"]
-Split = Literal["train", "val", "test", "gallery"]
+Split = Literal["train", "dev", "val", "test", "gallery"]
 Gender = Literal["female", "male"]
 
 _HEX64 = r"^[0-9a-f]{64}$"

@@ -54,7 +54,7 @@ def embedding_disjointness(embeddings: dict[str, tuple[str, np.ndarray]], refere
     for identity, (split, emb) in embeddings.items():
         if np.all(np.isfinite(emb)):
             groups[split].append((identity, emb))
-    pairs = [("train", "val"), ("train", "test"), ("val", "test")]
+    pairs = [(a, b) for i, a in enumerate(("train", *EVAL_SPLITS)) for b in EVAL_SPLITS[i:]]
     out = {"n_identities": {s: len(v) for s, v in groups.items()}, "pairs": {}, "near_duplicates": []}
     overall_min = np.inf
     for a, b in pairs:
@@ -147,7 +147,7 @@ def verify_corpus(root: str | Path, *, embedding_sample: int = 100, seed: int = 
         if len(main) > 1:
             report.error(f"identity {identity} appears in several splits: {sorted(main)}")
         if "gallery" in splits and not (main & set(EVAL_SPLITS)):
-            report.error(f"identity {identity} has a gallery photo but no val/test photo")
+            report.error(f"identity {identity} has a gallery photo but no dev/val/test photo")
 
     for rec in tqdm(records, desc="verify files", unit="img", disable=not progress):
         _check_file(root, rec, report)

@@ -11,11 +11,17 @@ Stages, each timed:
 Pixel-aligned protocol: a method returns an image in the input's frame, so crops for the classifier
 and recognisers are placed with the *original* image's landmarks. This is the strongest attacker
 for identity (it knows where the face was) and the clinician's view for utility.
+
+Before anything is scored the corpus is checked (every file against its sha256, the manifest hash
+recomputed, a registered name against its registered hash), and every log row carries the run's
+fingerprint (method, version, params, key id, corpus manifest) and its input's sha256, so outputs of
+another method, version or corpus are never scored as this run's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import platform
 import resource
@@ -37,13 +43,14 @@ from mema.imageio import read_rgb, write_png
 from mema.keys import Key, key_from_seed
 from mema.methods import Method, check_output
 
-TASKS = ("identity", "classification", "segmentation", "geometry", "reversibility")  # the default run
+TASKS = ("identity", "adaptive-attack", "classification", "segmentation", "geometry", "reversibility")  # the default run
 # Not in the default run: minutes per method (1,000 brute-force keys, a 200-step key optimisation, BIM).
 OPTIONAL_TASKS = ("key-security",)
 ALL_TASKS = TASKS + OPTIONAL_TASKS
 # Face matching and the calibrated same-person threshold compare against another photo of each identity.
-GALLERY_TASKS = ("identity", "key-security")
-DEFAULT_RECOGNISERS = ("sface", "dlib-resnet")
+GALLERY_TASKS = ("identity", "adaptive-attack", "key-security")
+DEFAULT_RECOGNISERS = ("sface", "dlib-resnet", "periocular")
+SCORED_SPLITS = ("test", "dev")  # val calibrates the reference evaluators: never scored
 EVAL_KEY_SEED = 7_000_000  # reversible methods are scored with key_from_seed(this) unless --key is given
 WRONG_KEY_SEED = 7_000_001  # the wrong key is derived from this seed, so it is the same in every run
 AGE_BANDS = ((0, 30, "<30"), (30, 50, "30-49"), (50, 200, ">=50"))
@@ -52,7 +59,7 @@ AGE_BANDS = ((0, 30, "<30"), (30, 50, "30-49"), (50, 200, ">=50"))
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    split: Literal["test", "val"] = "test"
+    split: Literal["test", "dev"] = "test"
     tasks: list[str] = Field(default_factory=lambda: list(TASKS))
     recognisers: list[str] = Field(default_factory=lambda: list(DEFAULT_RECOGNISERS))
     batch_size: int = Field(default=32, ge=1)
@@ -115,6 +122,20 @@ def _metric(values, n=None, ci=None, unit="", hib=None, note="") -> Metric:
     return Metric(value=v, n=int(n or 0), ci95=ci, unit=unit, higher_is_better=hib, note=note)
 
 
+def run_fingerprint(method: Method, key: Key | None, corpus: Corpus) -> dict:
+    """What an output folder's samples depend on; a log row of another run is never reused."""
+    fields = {
+        "method": method.info.name,
+        "method_version": method.info.version,
+        "method_params": json.dumps(method.info.params, sort_keys=True),
+        "method_weights": json.dumps(getattr(method, "weights_sha256", None)),
+        "key_id": key.key_id if key is not None else None,
+        "corpus": f"{corpus.info.name} {corpus.info.version}",
+        "corpus_manifest": corpus.info.manifest_sha256,
+    }
+    return {"id": hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16], **fields}
+
+
 class Evaluation:
     def __init__(self, corpus: Corpus, method: Method, out: Path, cfg: EvalConfig, key: Key | None = None,
                  *, progress: bool = True, device: str = "cpu"):
@@ -129,6 +150,11 @@ class Evaluation:
             raise EvalError(f"corpus {corpus.info.name} has no gallery split, which the {', '.join(needs_gallery)} task(s) need "
                             "(another photo of each val/test identity; docs/corpus-format.md)"
                             + (f"; run the others with --tasks {','.join(others)}" if others else ""))
+        if cfg.split not in SCORED_SPLITS:
+            raise EvalError(f"split {cfg.split!r} cannot be scored: val calibrates the reference evaluators; use test or dev")
+        from mema.evaluation.integrity import check_corpus
+
+        self.integrity = check_corpus(corpus, progress=progress)
         self.corpus, self.method, self.out, self.cfg = corpus, method, Path(out), cfg
         self.progress, self.device = progress, device
         self.key = key
@@ -141,19 +167,46 @@ class Evaluation:
         if not self.records:
             raise EvalError(f"corpus {corpus.info.name} has no {cfg.split} images")
         self.timings: dict[str, StageTiming] = {}
+        self.fingerprint = run_fingerprint(method, self.key, corpus)
 
     # --- stages -------------------------------------------------------------------------------
     def _timed(self, name: str, n: int, fn):
+        """Time ``fn``; a stage that returns (result, images done now) is timed over the work done in this run."""
         t0 = time.time()
         result = fn()
         sec = time.time() - t0
+        if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], int):
+            result, n = result
         self.timings[name] = StageTiming(seconds=round(sec, 3), images=n, images_per_s=round(n / sec, 2) if sec > 0 and n else None, peak_rss_mb=round(_rss_mb(), 1))
         return result
+
+    def _claim_folder(self) -> None:
+        """Refuse an output folder that holds another run's samples (another method, version, key or corpus)."""
+        path = self.out / "run.json"
+        mine = self.fingerprint
+        if path.exists():
+            try:
+                theirs = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                theirs = {}
+            diff = [k for k in mine if k != "id" and theirs.get(k) != mine[k]]
+            if diff:
+                shown = "; ".join(f"{k}: folder has {theirs.get(k)!r}, this run {mine[k]!r}" for k in diff[:3])
+                raise EvalError(f"{self.out} holds outputs of another run ({shown}); choose another --out or delete that folder")
+            return
+        stale = [st for st in ("outputs", "restored", "wrongkey") if (self.out / st).exists() and any((self.out / st).iterdir())]
+        if stale:
+            raise EvalError(f"{self.out} holds {', '.join(stale)} of a run that recorded no fingerprint; choose another --out or delete that folder")
+        self.out.mkdir(parents=True, exist_ok=True)
+        from mema.imageio import atomic_write_bytes
+
+        atomic_write_bytes(path, (json.dumps(mine, indent=2) + "\n").encode())
 
     def _log_path(self, stage: str) -> Path:
         return self.out / f"{stage}.jsonl"
 
-    def _done(self, stage: str) -> dict[str, dict]:
+    def _done(self, stage: str, input_sha: dict[str, str]) -> dict[str, dict]:
+        """Logged samples of ``stage`` that belong to this run: same fingerprint, same input, output file intact."""
         done = {}
         path = self._log_path(stage)
         if path.exists():
@@ -162,13 +215,20 @@ class Evaluation:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a torn last line from a kill: that sample is redone
-                if (self.out / stage / f"{row['id']}.png").exists():
+                if not isinstance(row, dict) or row.get("run") != self.fingerprint["id"] or row.get("input_sha256") != input_sha.get(row.get("id")):
+                    continue
+                png = self.out / stage / f"{row['id']}.png"
+                if png.exists() and hashlib.sha256(png.read_bytes()).hexdigest() == row.get("output_sha256"):
                     done[row["id"]] = row
         return done
 
-    def _run_stage(self, stage: str, source, transform) -> dict[str, dict]:
-        """Apply ``transform(images, ids)`` batch-wise to images from ``source(rec)``; resumable."""
-        done = self._done(stage)
+    def _run_stage(self, stage: str, source, transform, input_sha: dict[str, str]) -> tuple[dict[str, dict], int]:
+        """Apply ``transform(images, ids)`` batch-wise to images from ``source(rec)``; resumable.
+
+        Returns (rows by id, how many samples were done in this run)."""
+        from mema.methods import MethodError
+
+        done = self._done(stage, input_sha)
         todo = [r for r in self.records if r.id not in done]
         folder = self.out / stage
         folder.mkdir(parents=True, exist_ok=True)
@@ -178,30 +238,39 @@ class Evaluation:
                 batch = todo[i : i + bs]
                 ids = [r.id for r in batch]
                 inputs = np.stack([source(r) for r in batch])
-                outputs = check_output(self.method.info.name, inputs, transform(inputs, ids), ids, stage)
+                try:
+                    result = transform(inputs, ids)
+                except MethodError:
+                    raise
+                except Exception as exc:  # the method's own failure: one line naming method, stage and samples
+                    raise EvalError(f"method {self.method.info.name} failed in {stage} on samples {ids[0]}..{ids[-1]}: "
+                                    f"{type(exc).__name__}: {exc} (the run resumes from here when restarted)") from exc
+                outputs = check_output(self.method.info.name, inputs, result, ids, stage)
                 for rec, img in zip(batch, outputs):
                     sha = write_png(folder / f"{rec.id}.png", img)
-                    row = {"id": rec.id, "output_sha256": sha}
+                    row = {"id": rec.id, "run": self.fingerprint["id"], "input_sha256": input_sha[rec.id], "output_sha256": sha}
                     log.write(json.dumps(row) + "\n")
                     done[rec.id] = row
                 log.flush()
                 bar.update(len(batch))
-        return done
+        return done, len(todo)
 
     def _load(self, stage: str, rec: ImageRecord) -> np.ndarray:
         return read_rgb(self.out / stage / f"{rec.id}.png")[0]
 
     def run(self) -> Results:
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._claim_folder()
         n = len(self.records)
+        originals = {r.id: r.sha256 for r in self.records}
         anonymized = self._timed("anonymize", n, lambda: self._run_stage(
-            "outputs", self.corpus.load_image, lambda x, ids: self.method.anonymize(x, key=self.key)))
+            "outputs", self.corpus.load_image, lambda x, ids: self.method.anonymize(x, key=self.key), originals))
         reversible = self.method.info.reversible and "reversibility" in self.cfg.tasks
         if reversible:
+            outs = {i: row["output_sha256"] for i, row in anonymized.items()}
             self._timed("restore", n, lambda: self._run_stage(
-                "restored", lambda r: self._load("outputs", r), lambda x, ids: self.method.restore(x, key=self.key)))
+                "restored", lambda r: self._load("outputs", r), lambda x, ids: self.method.restore(x, key=self.key), outs))
             self._timed("restore_wrong_key", n, lambda: self._run_stage(
-                "wrongkey", lambda r: self._load("outputs", r), lambda x, ids: self.method.restore(x, key=self.wrong_key)))
+                "wrongkey", lambda r: self._load("outputs", r), lambda x, ids: self.method.restore(x, key=self.wrong_key), outs))
         metrics: dict[str, Metric] = {}
         breakdowns: dict[str, dict[str, Metric]] = {}
         per_sample: dict[str, dict] = {r.id: {"id": r.id, "identity": r.identity, "disease": r.disease,
@@ -213,8 +282,11 @@ class Evaluation:
         wrong = {r.id: self._load("wrongkey", r) for r in self.records} if reversible else None
         if "classification" in self.cfg.tasks:
             evaluators["classifier"] = self._classification(outputs, restored, metrics, breakdowns, per_sample)
+        detected = self._gate(outputs, metrics, per_sample, evaluators)
         if "identity" in self.cfg.tasks:
-            evaluators["recognisers"] = self._identity(outputs, restored, wrong, metrics, breakdowns, per_sample)
+            from mema.evaluation.privacy import PrivacySuite
+
+            evaluators["recognisers"] = PrivacySuite(self).run(outputs, restored, wrong, detected, metrics, breakdowns, per_sample)
         if "segmentation" in self.cfg.tasks:
             evaluators["segmenter"] = self._segmentation(outputs, restored, metrics, per_sample)
         if "geometry" in self.cfg.tasks:
@@ -236,7 +308,8 @@ class Evaluation:
             git_hash=_git_hash(),
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             corpus=CorpusRef(name=self.corpus.info.name, version=self.corpus.info.version,
-                             manifest_sha256=self.corpus.info.manifest_sha256, split=self.cfg.split, n_samples=n),
+                             manifest_sha256=self.corpus.info.manifest_sha256, split=self.cfg.split, n_samples=n,
+                             registered=self.integrity.registered),
             method=self.method.info.model_dump(mode="json"),
             key_id=self.key.key_id if self.key is not None else None,
             tasks=list(self.cfg.tasks),
@@ -303,69 +376,26 @@ class Evaluation:
             metrics["reversibility.top1_restored"] = _metric(top1(y[idx], pred_res[idx]), len(idx), hib=True)
         return {k2: meta[k2] for k2 in ("arch", "sha256", "val_top1", "n_train", "epochs", "seed") if k2 in meta}
 
-    def _identity(self, outputs, restored, wrong, metrics, breakdowns, per_sample) -> dict:
-        from mema.evaluation.judge import calibrated_threshold
-        from mema.faces.recognisers import get_recogniser
-        from mema.metrics.identity import accept_rate, l2_distance, rank1_match
+    def _gate(self, outputs, metrics, per_sample, evaluators) -> np.ndarray:
+        """The face-presence gate: an independent detector on every output (mema.attackers.gate)."""
+        from mema.attackers.gate import FacePresenceGate
 
-        info = {}
-        recs = self.records
-        gallery = [g for g in self.corpus.split("gallery")]
-        for name in self.cfg.recognisers:
-            rec_model = get_recogniser(name)
-            ref_emb = self.ref.embeddings(rec_model, name)
-            tau, cal = calibrated_threshold(self.ref, rec_model, name, self.cfg.far)
-            info[name] = {**rec_model.record, "threshold": tau, "far": self.cfg.far, "calibration": {k: v for k, v in cal.items()}}
-            gal = [g for g in gallery if np.isfinite(ref_emb[g.id]).all()]
-            g_emb = np.stack([ref_emb[g.id] for g in gal])
-            g_ids = np.array([g.identity for g in gal])
-            own_gallery = {g.identity: ref_emb[g.id] for g in gal}
-
-            def embed_all(images: dict) -> np.ndarray:
-                out = []
-                for r in tqdm(recs, desc=f"embed ({name})", unit="img", disable=not self.progress, leave=False):
-                    lm = self.ref.landmarks_of(r.id)
-                    out.append(rec_model.embed(images[r.id], lm) if lm is not None else np.full(g_emb.shape[1], np.nan))
-                return np.stack(out)
-
-            orig = np.stack([ref_emb[r.id] for r in recs])
-            out = embed_all(outputs)
-            ok = np.isfinite(orig).all(1) & np.isfinite(out).all(1)
-            idx = np.flatnonzero(ok)
-            ids = np.array([r.identity for r in recs])
-            dis = l2_distance(orig, out)
-            hit = np.zeros(len(recs), bool)
-            hit[idx] = rank1_match(out[idx], ids[idx], g_emb, g_ids)
-            hit_orig = np.zeros(len(recs), bool)
-            hit_orig[idx] = rank1_match(orig[idx], ids[idx], g_emb, g_ids)
-            genuine = np.array([np.linalg.norm(out[i] - own_gallery[ids[i]]) if ids[i] in own_gallery else np.nan for i in range(len(recs))])
-            p = f"identity.{name}"
-            metrics[f"{p}.id_dis"] = _metric(np.mean(dis[idx]), len(idx), self._ci(lambda i: dis[i].mean(), idx), unit="L2", hib=True)
-            metrics[f"{p}.same_person_rate"] = _metric(accept_rate(dis[idx], tau), len(idx), self._ci(lambda i: np.mean(dis[i] < tau), idx), hib=False,
-                                                       note=f"output vs its original under the FAR {self.cfg.far:g} threshold {tau:.4f}")
-            metrics[f"{p}.rank1_match"] = _metric(np.mean(hit[idx]), len(idx), self._ci(lambda i: hit[i].mean(), idx), hib=False, note=f"gallery of {len(gal)} photos")
-            metrics[f"{p}.protection_rate"] = _metric(1 - np.mean(hit[idx]), len(idx), self._ci(lambda i: 1 - hit[i].mean(), idx), hib=True)
-            metrics[f"{p}.rank1_match_original"] = _metric(np.mean(hit_orig[idx]), len(idx), hib=None, note="attack strength on untouched images")
-            gi = idx[np.isfinite(genuine[idx])]
-            metrics[f"{p}.tar_at_far"] = _metric(accept_rate(genuine[gi], tau), len(gi), hib=False, note=f"output vs own gallery photo, FAR {self.cfg.far:g}")
-            breakdowns[f"protection_{name}_by_disease"] = {
-                d: _metric(1 - np.mean(hit[idx][[recs[i].disease == d for i in idx]]) if any(recs[i].disease == d for i in idx) else None,
-                           sum(recs[i].disease == d for i in idx), hib=True) for d in DISEASES
-            }
-            for i, r in enumerate(recs):
-                per_sample[r.id][f"id_dis_{name}"] = None if not ok[i] else round(float(dis[i]), 5)
-                per_sample[r.id][f"rank1_hit_{name}"] = bool(hit[i])
-            if restored is not None:
-                res = embed_all(restored)
-                okr = np.flatnonzero(np.isfinite(orig).all(1) & np.isfinite(res).all(1))
-                dres = l2_distance(orig, res)
-                metrics[f"reversibility.{name}.id_dis_restored"] = _metric(np.mean(dres[okr]), len(okr), unit="L2", hib=False)
-                metrics[f"reversibility.{name}.same_person_rate_restored"] = _metric(accept_rate(dres[okr], tau), len(okr), hib=True)
-                wr = embed_all(wrong)
-                okw = np.flatnonzero(np.isfinite(wr).all(1) & np.isfinite(orig).all(1))
-                hitw = rank1_match(wr[okw], ids[okw], g_emb, g_ids)
-                metrics[f"reversibility.{name}.wrong_key_protection_rate"] = _metric(1 - np.mean(hitw), len(okw), hib=True)
-        return info
+        gate = FacePresenceGate()
+        scores = gate.scores(tqdm([outputs[r.id] for r in self.records], desc="face-presence gate", unit="img",
+                                  disable=not self.progress, leave=False))
+        orig = gate.scores([self.corpus.load_image(r) for r in self.records])
+        detected = scores > 0
+        n = len(self.records)
+        idx = np.arange(n)
+        metrics["gate.face_detected_rate"] = _metric(detected.mean(), n, self._ci(lambda i: detected[i].mean(), idx), hib=True,
+                                                     note=f"YuNet finds a face in the output; originals: {int((orig > 0).sum())} of {n}")
+        metrics["gate.realism"] = _metric(scores.mean(), n, self._ci(lambda i: scores[i].mean(), idx), hib=True,
+                                          note=f"mean YuNet face score of the outputs (0 where none); originals {orig.mean():.4f}")
+        for r, d, sc in zip(self.records, detected, scores):
+            per_sample[r.id]["gate_face"] = bool(d)
+            per_sample[r.id]["gate_score"] = round(float(sc), 4)
+        evaluators["gate"] = gate.record
+        return detected
 
     def _segmentation(self, outputs, restored, metrics, per_sample) -> dict | None:
         from mema.metrics.segmentation import dice, jaccard

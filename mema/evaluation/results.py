@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 RESULTS_SCHEMA_VERSION = 1
-SUITE_VERSION = "0.1"
+SUITE_VERSION = "0.2"  # 0.2: periocular, adaptive, de-anonymization, linkability and same-key attackers; face gate; dev split
 
 
 class Strict(BaseModel):
@@ -36,6 +36,7 @@ class CorpusRef(Strict):
     manifest_sha256: str
     split: str
     n_samples: int
+    registered: bool = True  # False: scored under its own hash, not a registered corpus (unofficial)
 
 
 class Results(Strict):

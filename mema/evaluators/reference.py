@@ -5,6 +5,7 @@
     classifier.pt/.json  the eye-crop disease classifier and its training record
     embeddings_<rec>.npz recogniser embeddings of the original images
     thresholds.json      same-person thresholds per recogniser, calibrated at fixed FAR on val
+    periocular.pt/.json  the periocular recogniser trained on the train split (or dev, for the real-face track)
 """
 
 from __future__ import annotations
@@ -122,18 +123,59 @@ class ReferenceEvaluators:
         return Segmenter(folder, device=self.device)
 
     # --- recogniser embeddings and calibrated thresholds -----------------------------------------
-    def embeddings(self, recogniser, name: str, splits=("val", "test", "gallery")) -> dict[str, np.ndarray]:
+    # --- the recogniser zoo ----------------------------------------------------------------------
+    def recogniser(self, name: str):
+        """A zoo recogniser by name; ``periocular`` is this corpus's own (trained once, or shipped)."""
+        if name == "periocular":
+            return self.periocular()
+        from mema.faces.recognisers import get_recogniser
+
+        return get_recogniser(name)
+
+    def periocular(self, *, seed: int = 0, epochs: int | None = None):
+        from mema.attackers.periocular import PeriocularRecogniser, load_net, state_bytes, train_periocular
+        from mema.faces.eyecrop import periocular_crop
+        from mema.weights import sha256_file
+
+        path = self.folder / "periocular.pt"
+        if not path.exists():
+            split = "train" if self.corpus.split("train") else "dev"
+            recs = [r for r in self.corpus.split(split)]
+            if split == "dev":  # the real-face track: dev identities and their gallery photos
+                dev_ids = {r.identity for r in recs}
+                recs += [g for g in self.corpus.split("gallery") if g.identity in dev_ids]
+            lms = [self.landmarks_of(r.id) for r in recs]
+            keep = [i for i, lm in enumerate(lms) if lm is not None]
+            if len({recs[i].identity for i in keep}) < 2:
+                raise RuntimeError(f"corpus {self.corpus.info.name} has too few identities with landmarks to train a periocular recogniser")
+            crops = np.stack([periocular_crop(self.corpus.load_image(recs[i]), lms[i]) for i in keep])
+            labels = np.array([recs[i].identity for i in keep])
+            if self.progress:
+                print(f"training the periocular recogniser on {len(keep)} {split} photos of {len(set(labels))} identities (once per corpus)")
+            net, report = train_periocular(crops, labels, seed=seed, device=self.device, progress=self.progress,
+                                           epochs=epochs or int(os.environ.get("MEMA_PERIOCULAR_EPOCHS", 14)))
+            atomic_write_bytes(path, state_bytes(net))
+            meta = {**report.__dict__, "split": split, "corpus": self.corpus.fingerprint, "without_landmarks": len(recs) - len(keep)}
+            atomic_write_bytes(self.folder / "periocular.json", json.dumps(meta, indent=2).encode())
+        meta = json.loads((self.folder / "periocular.json").read_text()) if (self.folder / "periocular.json").exists() else {}
+        return PeriocularRecogniser(load_net(path), {"name": "periocular", "file": path.name, "sha256": sha256_file(path),
+                                                     "licence": "trained here on the corpus", "trained_on": meta.get("split")})
+
+    def embeddings(self, recogniser, name: str, splits=("dev", "val", "test", "gallery")) -> dict[str, np.ndarray]:
         path = self.folder / f"embeddings_{name}.npz"
         if path.exists():
             data = np.load(path)
             return dict(zip(data["ids"].tolist(), data["emb"]))
-        ids, embs = [], []
         recs = [r for r in self.corpus.records if r.split in splits]
-        for rec in tqdm(recs, desc=f"reference embeddings ({name})", unit="img", disable=not self.progress):
-            lm = self.landmarks_of(rec.id)
-            ids.append(rec.id)
-            embs.append(recogniser.embed(self.corpus.load_image(rec), lm) if lm is not None else np.full(128, np.nan))
-        emb = np.stack(embs).astype(np.float32)
+        ids = [r.id for r in recs]
+        lms = [self.landmarks_of(r.id) for r in recs]
+        if hasattr(recogniser, "embed_many"):
+            emb = recogniser.embed_many([self.corpus.load_image(r) for r in recs], lms).astype(np.float32)
+        else:
+            embs = []
+            for rec, lm in tqdm(list(zip(recs, lms)), desc=f"reference embeddings ({name})", unit="img", disable=not self.progress):
+                embs.append(recogniser.embed(self.corpus.load_image(rec), lm) if lm is not None else np.full(128, np.nan))
+            emb = np.stack(embs).astype(np.float32)
         _save_npz(path, ids=np.array(ids), emb=emb)
         return dict(zip(ids, emb))
 

@@ -27,15 +27,7 @@ RIGHT_EYE_DST = (CROP_W * 0.75, CROP_H * 0.42)
 def eye_crop_matrix(lm: FaceLandmarks) -> np.ndarray:
     """2x3 similarity matrix mapping image pixels to the crop."""
     src = np.stack([lm.eye_center("left"), lm.eye_center("right")]).astype(np.float64)
-    dst = np.array([LEFT_EYE_DST, RIGHT_EYE_DST], dtype=np.float64)
-    # Similarity from two point pairs, in closed form (complex-number ratio).
-    s0, s1 = complex(*src[0]), complex(*src[1])
-    d0, d1 = complex(*dst[0]), complex(*dst[1])
-    if abs(s1 - s0) < 1e-6:
-        raise ValueError("eye centres coincide")
-    a = (d1 - d0) / (s1 - s0)
-    b = d0 - a * s0
-    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]], dtype=np.float64)
+    return two_point_similarity(src, np.array([LEFT_EYE_DST, RIGHT_EYE_DST], dtype=np.float64))
 
 
 def apply_eye_crop(rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -62,3 +54,32 @@ def eye_opening_mask(lm: FaceLandmarks, shape: tuple[int, int], along: float = 0
     if feather > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), feather)
     return mask
+
+
+# The periocular window a periocular recogniser sees: both eyes, lids and brows, and the skin just below,
+# in a similarity frame fixed by the two eye centres (48 px apart, at mid-height).
+PERIOCULAR_W, PERIOCULAR_H = 96, 64
+PERIOCULAR_LEFT_DST = (PERIOCULAR_W * 0.25, PERIOCULAR_H * 0.5)
+PERIOCULAR_RIGHT_DST = (PERIOCULAR_W * 0.75, PERIOCULAR_H * 0.5)
+
+
+def two_point_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 similarity matrix taking the two ``src`` points onto the two ``dst`` points (closed form)."""
+    s0, s1 = complex(*src[0]), complex(*src[1])
+    d0, d1 = complex(*dst[0]), complex(*dst[1])
+    if abs(s1 - s0) < 1e-6:
+        raise ValueError("eye centres coincide")
+    a = (d1 - d0) / (s1 - s0)
+    b = d0 - a * s0
+    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]], dtype=np.float64)
+
+
+def periocular_matrix(lm: FaceLandmarks) -> np.ndarray:
+    src = np.stack([lm.eye_center("left"), lm.eye_center("right")]).astype(np.float64)
+    return two_point_similarity(src, np.array([PERIOCULAR_LEFT_DST, PERIOCULAR_RIGHT_DST], dtype=np.float64))
+
+
+def periocular_crop(rgb: np.ndarray, lm: FaceLandmarks) -> np.ndarray:
+    """(64, 96, 3) periocular window of ``rgb`` placed by ``lm`` (the landmarks of the original face)."""
+    return cv2.warpAffine(rgb, periocular_matrix(lm), (PERIOCULAR_W, PERIOCULAR_H), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT_101)
