@@ -34,7 +34,7 @@ def write_real_set(root: Path, faces: list[np.ndarray], extra_rows: list[dict] |
         name = f"patient_{i:02d}.png"
         write_png(root / name, face)
         rows.append({"file_name": name, "disease": REAL_DISEASES[(i // 2) % 4], "identity": f"patient-{i // 2}",
-                     "age": 30 + 5 * i, "gender": ("female", "male")[i % 2]})
+                     "age": 30 + 5 * i, "gender": ("female", "male")[(i // 2) % 2]})
     rows += extra_rows or []
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
