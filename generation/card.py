@@ -157,7 +157,7 @@ CITE_AS = ("@misc{mema, title={MeMa: medical-aware face de-identification toolki
 
 
 def croissant_jsonld(root: Path, info, *, licence: str, collection: str, sensitive: str, biases: str, limitations: str,
-                     annotation: str, label_note: str | None = None) -> dict:
+                     annotation: str, label_note: str | None = None, date_published: str | None = None) -> dict:
     """Croissant 1.0 JSON-LD (with the RAI fields) for a written corpus folder; shared by every backend.
 
     Per split: the metadata lines (a FileSet of one JSON-lines file) and the images (a FileSet of PNGs),
@@ -204,6 +204,7 @@ def croissant_jsonld(root: Path, info, *, licence: str, collection: str, sensiti
                      "transform": "cr:transform"},
         "@type": "sc:Dataset", "conformsTo": "http://mlcommons.org/croissant/1.0",
         "name": info.name, "version": info.version, "description": info.description, "license": licence, "citeAs": CITE_AS,
+        **({"datePublished": date_published} if date_published else {}),
         "distribution": distribution,
         "recordSet": record_sets,
         "rai:dataCollection": collection,
