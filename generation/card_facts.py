@@ -69,7 +69,7 @@ class ReviewFacts(Strict):
 class RunFacts(Strict):
     backend: Backend
     generators: list[str]
-    draws_signs: bool
+    signs: Literal["drawn", "prompted", "none"]  # drawn by rules / asked of the model in the prompt / none
     labels: Literal["drawn", "prompted", "intended"]  # drawn by rules / asked of the model / planned but not shown
     age_gender_labels: Literal["estimated", "planned"]  # estimated on the rendered face / the plan's targets
     face_injection: Literal["ip-adapter", "faceid", "none"]
@@ -159,11 +159,11 @@ def derive_licence(backend: str, weights: list[WeightUse], refs: ReferenceFaces 
         because.append(f"reference faces ({refs.source}): {refs.licence}")
     terms = []
     if any(w.source == "local input:stable_diffusion_15" for w in weights):
-        terms.append("the CreativeML Open RAIL-M use restrictions of Stable Diffusion 1.5 apply")
+        terms.append("The CreativeML Open RAIL-M use restrictions of Stable Diffusion 1.5 apply")
     if because:
         terms.insert(0, "Research only (non-commercial), because of its inputs: " + "; ".join(because))
-    derived = ". ".join(terms) if terms else "No licence restriction follows from the inputs"
-    return (f"{user}. {derived}" if user else derived), bool(because), because
+    derived = ". ".join(terms) + "." if terms else "No licence restriction follows from the inputs."
+    return (f"{user.rstrip('.')}. {derived}" if user else derived), bool(because), because
 
 
 def label_kind(backend: str, labels_flag: str) -> str:
@@ -213,7 +213,7 @@ def gather(samples_dir: Path, sample_stage: dict, plan_settings: dict, samples: 
                              n_physician_masks=n_physician_masks)
     return RunFacts(
         backend=backend, generators=sorted({samples[s]["provenance"]["generator"] for s in released}),
-        draws_signs=backend != "dcgan", labels=kind, age_gender_labels="estimated" if backend == "procedural" else "planned", face_injection=route, sampling=plan_settings["sampling"],
+        signs={"procedural": "drawn", "diffusion": "prompted", "dcgan": "none"}[backend], labels=kind, age_gender_labels="estimated" if backend == "procedural" else "planned", face_injection=route, sampling=plan_settings["sampling"],
         num_samples=plan_settings["num_samples"], sample_seed=plan_settings["seed"], resolution=plan_settings["resolution"],
         num_inference_steps=plan_settings["num_inference_steps"] if diffusion else None,
         guidance_scale=plan_settings["guidance_scale"] if diffusion else None,

@@ -340,7 +340,8 @@ def render_card(root: str | Path) -> str:
     splits = list(f.splits)
     lines = [f"# {info.name} {info.version}", "", describe(f), "",
              f"- Backend: `{f.backend}` (generator {', '.join(f'`{g}`' for g in f.generators)}); "
-             + ("draws disease signs." if f.draws_signs else "**draws no disease signs**."),
+             + {"drawn": "draws the disease signs by rules.", "prompted": "is prompted with the disease signs.",
+                "none": "**draws no disease signs**."}[f.signs],
              f"- Disease labels: {f.labels}: {LABEL_MEANING[f.labels]}"
              + (". Reviewed by physicians." if rv.reviewed else ". **Not physician-reviewed.**"),
              "- Age and gender labels: " + ("estimated on each rendered face by the offline age/gender model (the renderer cannot steer them)."
