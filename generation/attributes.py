@@ -100,14 +100,17 @@ class Measured:
         return len(self.face)
 
 
-def measure_images(images: Iterable[np.ndarray], estimator, classifier: ReferenceClassifier | None = None) -> Measured:
+def measure_images(images: Iterable[np.ndarray], estimator, classifier: ReferenceClassifier | None = None, *,
+                   total: int | None = None, desc: str = "measure", progress: bool = True) -> Measured:
     """Age, gender and (with a classifier) the predicted disease of each image in which a face is found."""
+    from tqdm import tqdm
+
     from mema.faces.eyecrop import apply_eye_crop, eye_crop_matrix
     from mema.faces.landmarks import LandmarkDetector
 
     face, age, male, crops = [], [], [], []
     with LandmarkDetector() as det:
-        for img in images:
+        for img in tqdm(images, total=total, desc=desc, unit="img", disable=not progress, leave=False):
             lm = det.detect(img)
             face.append(lm is not None)
             if lm is None:

@@ -176,9 +176,10 @@ def label_kind(backend: str, labels_flag: str) -> str:
     return {"procedural": "drawn", "diffusion": "prompted"}[backend]
 
 
-def gather(samples_dir: Path, sample_stage: dict, plan_settings: dict, samples: dict, released: list[str], leak: dict,
-           filter_stage: dict, decisions: dict | None, review_stage: dict | None, *, labels_flag: str, user_licence: str | None,
-           split_seed: int, splits: dict[str, int], n_physician_masks: int) -> RunFacts:
+def gather(sample_stage: dict, plan_settings: dict, samples: dict, released: list[str], leak: dict, decisions: dict | None,
+           review_stage: dict | None, *, labels_flag: str, user_licence: str | None, split_seed: int, splits: dict[str, int],
+           n_physician_masks: int) -> RunFacts:
+    """The facts of one run: the sample stage and plan, the released samples' records, the filter report, the review."""
     a = sample_stage["args"]
     backend = a.get("backend", "diffusion")
     kind = label_kind(backend, labels_flag)

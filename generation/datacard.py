@@ -159,7 +159,6 @@ def run(args) -> Path:
     sample_stage = read_stage(samples_dir, "sample")
     label_kind(sample_stage["args"].get("backend", "diffusion"), args.labels)  # refuses dcgan without --labels intended
     leak_report, per = load_filter(args.filter)
-    filter_stage = read_stage(Path(args.filter), "filter")
     decisions = load_decisions(args.review) if args.review else None
     review_stage = read_stage(Path(args.review), "review") if args.review else None
     _check_inputs(args, samples, per, decisions)
@@ -203,7 +202,7 @@ def run(args) -> Path:
 
     n_split = Counter(r.split for r in records)
     splits = {s: n_split[s] for s in ("train", "val", "test") if n_split[s]}
-    facts = gather(samples_dir, sample_stage, plan_settings, samples, chosen, leak_report, filter_stage, decisions, review_stage,
+    facts = gather(sample_stage, plan_settings, samples, chosen, leak_report, decisions, review_stage,
                    labels_flag=args.labels, user_licence=args.licence, split_seed=args.seed, splits=splits, n_physician_masks=n_masks)
     _write_json(card_dir / "run.json", facts.model_dump(mode="json"))
     info = write_index(
@@ -240,8 +239,10 @@ class _Measurer:
     def report(self, root: Path, records: list[ImageRecord], n_boot: int, seed: int) -> dict:
         from mema.generation.attributes import attribute_report, measure_images
 
-        gen = measure_images((read_rgb(root / r.split / r.file_name)[0] for r in records), self.estimator, self.classifier)
-        real = measure_images((read_rgb(r.path)[0] for r in self.real.images), self.estimator, self.classifier)
+        gen = measure_images((read_rgb(root / r.split / r.file_name)[0] for r in records), self.estimator, self.classifier,
+                             total=len(records), desc="measure released images")
+        real = measure_images((read_rgb(r.path)[0] for r in self.real.images), self.estimator, self.classifier,
+                              total=len(self.real.images), desc="measure real images")
         return {"measured": True, **attribute_report(gen, [r.disease for r in records], real, [r.disease for r in self.real.images],
                                                      estimator=self.estimator.name, classifier=self.classifier, n_boot=n_boot, seed=seed)}
 
