@@ -144,3 +144,17 @@ def test_start_run_from_many_threads_writes_one_plan(tmp_path):
     with pytest.raises(StageError, match="is not a job folder"):
         start_run(foreign, {"seed": 1}, payload)
     assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
+
+
+def test_one_provenance_writer_gives_the_builders_records():
+    """runner.provenance gives, for the procedural renderer, the record mema-data build writes (so porting the
+    build to the runner leaves its manifest hash unchanged), and names each backend's generator."""
+    from mema.corpus.schema import Provenance
+    from mema.generation.runner import provenance
+
+    w = {"dcgan_digiface": "0" * 64}
+    assert Provenance(**provenance("procedural", seed=5, attempt=2, weights=w)) == Provenance(
+        backend="procedural", generator="dcgan-digiface+signs-v1", seed=5, attempt=2, weights=w)
+    assert provenance("dcgan", seed=1, weights=w)["generator"] == "dcgan-digiface"
+    assert provenance("diffusion", seed=1, weights=w, adapter_scale=0.3, route="ip-adapter-faceid")["generator"] == "sd15-lora+ip-adapter-faceid"
+    assert provenance("diffusion", seed=1, weights=w)["generator"] == "sd15-lora"
