@@ -148,31 +148,65 @@ def _markdown(cfg, records: list[ImageRecord], stats: dict, grids: list[str]) ->
     return "\n".join(lines) + "\n"
 
 
-def croissant_jsonld(info, records: list[ImageRecord], *, licence: str, collection: str, sensitive: str, biases: str,
-                     limitations: str, annotation: str) -> dict:
-    """Croissant 1.0 JSON-LD (with the RAI fields) for a corpus folder; shared by every backend."""
-    splits = sorted({r.split for r in records})
-    fields = [("id", "sc:Text"), ("file_name", "sc:Text"), ("split", "sc:Text"), ("identity", "sc:Text"), ("disease", "sc:Text"),
-              ("severity", "sc:Text"), ("age", "sc:Integer"), ("gender", "sc:Text"), ("sha256", "sc:Text")]
+# Croissant columns of a metadata line; nested provenance and nullable mask fields stay in the JSON lines.
+CROISSANT_FIELDS = (("id", "sc:Text"), ("file_name", "sc:Text"), ("split", "sc:Text"), ("identity", "sc:Text"),
+                    ("disease", "sc:Text"), ("severity", "sc:Text"), ("age", "sc:Integer"), ("gender", "sc:Text"),
+                    ("sha256", "sc:Text"), ("width", "sc:Integer"), ("height", "sc:Integer"))
+CITE_AS = ("@misc{mema, title={MeMa: medical-aware face de-identification toolkit}, "
+           "note={synthetic patient-face corpora built with mema-data / mema-generate}}")
+
+
+def croissant_jsonld(root: Path, info, *, licence: str, collection: str, sensitive: str, biases: str, limitations: str,
+                     annotation: str, label_note: str | None = None, date_published: str | None = None) -> dict:
+    """Croissant 1.0 JSON-LD (with the RAI fields) for a written corpus folder; shared by every backend.
+
+    Per split: the metadata lines (a FileSet of one JSON-lines file) and the images (a FileSet of PNGs),
+    each its own record set. ``dataset.json`` is a FileObject with its sha256: it carries the manifest hash
+    that pins every record line, and every line carries its image's sha256. Only ``info`` and
+    ``dataset.json`` are read, so the file can be rewritten for a shipped card without the images."""
+    from mema.weights import sha256_file
+
+    splits = [s for s in ("train", "val", "test", "gallery") if s in info.splits]
+    disease_doc = "Disease class (one of " + ", ".join(info.classes) + ")" + (f"; {label_note}" if label_note else "")
+    docs = {"disease": disease_doc, "severity": "none, slight, mid or heavy" + (f"; {label_note}" if label_note else ""),
+            "sha256": "sha256 of the image file", "identity": "synthetic identity id (identity-disjoint splits)"}
+    distribution = [{"@type": "cr:FileObject", "@id": "dataset.json", "name": "dataset.json", "contentUrl": "dataset.json",
+                     "encodingFormat": "application/json", "sha256": sha256_file(Path(root) / "dataset.json"),
+                     "description": f"Corpus index; manifest_sha256 {info.manifest_sha256} pins every metadata line."}]
+    record_sets = []
+    for s in splits:
+        distribution += [
+            {"@type": "cr:FileSet", "@id": f"{s}-metadata", "name": f"{s}-metadata", "includes": f"{s}/metadata.jsonl",
+             "encodingFormat": "application/jsonlines"},
+            {"@type": "cr:FileSet", "@id": f"{s}-images", "name": f"{s}-images", "includes": f"{s}/*.png", "encodingFormat": "image/png"},
+        ]
+        record_sets += [
+            {"@type": "cr:RecordSet", "@id": s, "name": s, "description": f"{info.splits[s].images} image records of the {s} split",
+             "field": [{"@type": "cr:Field", "@id": f"{s}/{f}", "name": f, "dataType": t,
+                        **({"description": docs[f]} if f in docs else {}),
+                        "source": {"fileSet": {"@id": f"{s}-metadata"}, "extract": {"column": f}}} for f, t in CROISSANT_FIELDS]},
+            {"@type": "cr:RecordSet", "@id": f"{s}-image-files", "name": f"{s}-image-files", "description": f"the {s} split's PNG files",
+             "field": [{"@type": "cr:Field", "@id": f"{s}-image-files/file_name", "name": "file_name", "dataType": "sc:Text",
+                        "source": {"fileSet": {"@id": f"{s}-images"}, "extract": {"fileProperty": "filename"}}},
+                       {"@type": "cr:Field", "@id": f"{s}-image-files/image", "name": "image", "dataType": "sc:ImageObject",
+                        "source": {"fileSet": {"@id": f"{s}-images"}, "extract": {"fileProperty": "content"}}}]},
+        ]
     return {
         "@context": {"@language": "en", "@vocab": "https://schema.org/", "cr": "http://mlcommons.org/croissant/",
                      "rai": "http://mlcommons.org/croissant/RAI/", "sc": "https://schema.org/", "dct": "http://purl.org/dc/terms/",
-                     "data": {"@id": "cr:data", "@type": "@json"}, "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
-                     "field": "cr:field", "fileObject": "cr:fileObject", "fileSet": "cr:fileSet", "source": "cr:source",
-                     "extract": "cr:extract", "column": "cr:column", "recordSet": "cr:recordSet", "includes": "cr:includes",
-                     "containedIn": "cr:containedIn", "encodingFormat": "cr:encodingFormat", "conformsTo": "dct:conformsTo"},
+                     "citeAs": "cr:citeAs", "column": "cr:column", "conformsTo": "dct:conformsTo", "data": {"@id": "cr:data", "@type": "@json"},
+                     "dataType": {"@id": "cr:dataType", "@type": "@vocab"}, "equivalentProperty": "cr:equivalentProperty", "examples": {"@id": "cr:examples", "@type": "@json"},
+                     "extract": "cr:extract", "field": "cr:field", "fileProperty": "cr:fileProperty", "fileObject": "cr:fileObject",
+                     "fileSet": "cr:fileSet", "format": "cr:format", "includes": "cr:includes", "isLiveDataset": "cr:isLiveDataset",
+                     "jsonPath": "cr:jsonPath", "key": "cr:key", "md5": "cr:md5", "parentField": "cr:parentField", "path": "cr:path",
+                     "recordSet": "cr:recordSet", "references": "cr:references", "regex": "cr:regex", "repeated": "cr:repeated",
+                     "replace": "cr:replace", "samplingRate": "cr:samplingRate", "separator": "cr:separator", "source": "cr:source", "subField": "cr:subField",
+                     "transform": "cr:transform"},
         "@type": "sc:Dataset", "conformsTo": "http://mlcommons.org/croissant/1.0",
-        "name": info.name, "version": info.version, "description": info.description, "license": licence,
-        "sha256": info.manifest_sha256,
-        "distribution": [
-            *({"@type": "cr:FileObject", "@id": f"{s}-metadata", "name": f"{s}/metadata.jsonl", "contentUrl": f"{s}/metadata.jsonl",
-               "encodingFormat": "application/jsonlines"} for s in splits),
-            *({"@type": "cr:FileSet", "@id": f"{s}-images", "name": f"{s} images", "includes": f"{s}/*.png", "encodingFormat": "image/png"}
-              for s in splits),
-        ],
-        "recordSet": [{"@type": "cr:RecordSet", "@id": s, "name": s, "field": [
-            {"@type": "cr:Field", "@id": f"{s}/{f}", "name": f, "dataType": t,
-             "source": {"fileObject": {"@id": f"{s}-metadata"}, "extract": {"column": f}}} for f, t in fields]} for s in splits],
+        "name": info.name, "version": info.version, "description": info.description, "license": licence, "citeAs": CITE_AS,
+        **({"datePublished": date_published} if date_published else {}),
+        "distribution": distribution,
+        "recordSet": record_sets,
         "rai:dataCollection": collection,
         "rai:dataCollectionType": ["Synthetic data generation"],
         "rai:personalSensitiveInformation": sensitive,
@@ -186,10 +220,10 @@ def croissant_jsonld(info, records: list[ImageRecord], *, licence: str, collecti
     }
 
 
-def write_procedural_croissant(root: Path, info, records: list[ImageRecord]) -> None:
-    """croissant.json for a MeMa-mini-style corpus (``mema-data build``); the manifest is unaffected."""
-    doc = croissant_jsonld(
-        info, records, licence=info.licence,
+def procedural_croissant(root: Path, info) -> dict:
+    """The Croissant document of a MeMa-mini-style corpus (``mema-data build``)."""
+    return croissant_jsonld(
+        root, info, licence=info.licence,
         collection="Procedural: faces from an offline DCGAN (trained on DigiFace-1M) with eye-disease signs drawn by rules "
                    "at MediaPipe landmarks; no real patient data is used.",
         sensitive="No real person or patient is depicted; no real health data.",
@@ -197,4 +231,8 @@ def write_procedural_croissant(root: Path, info, records: list[ImageRecord]) -> 
         limitations="Not for clinical validation: signs are drawn by rules, not photographed.",
         annotation="Labels are the rendering conditions; lesion masks are the drawn lesions.",
     )
-    atomic_write_bytes(root / "croissant.json", json.dumps(doc, indent=2).encode())
+
+
+def write_procedural_croissant(root: Path, info, records: list[ImageRecord] | None = None) -> None:
+    """croissant.json for a MeMa-mini-style corpus (``mema-data build``); the manifest is unaffected."""
+    atomic_write_bytes(Path(root) / "croissant.json", (json.dumps(procedural_croissant(root, info), indent=2) + "\n").encode())

@@ -5,6 +5,9 @@ its unit embeddings, renormalised), by at least two recognisers from the recogni
 recogniser's same-person threshold of any of them is a leak and is dropped; a sample in which no face is
 found cannot be measured and follows ``--on_no_face`` (default: drop, recorded).
 
+Recognisers given with ``--holdout`` measure leakage the same way but never decide: the rate left after
+filtering is 0 by construction for the recognisers that filtered, so only a held-out one measures it.
+
 Thresholds: ``--thresholds`` (JSON ``{recogniser: L2}``, or the reference evaluator's ``thresholds.json``
 with ``--far``); else calibrated on the real set's impostor pairs at ``--calibrate_far`` (default 0.1%) when
 it has at least 1/FAR pairs; else each recogniser's published same-person threshold. The source is recorded.
@@ -48,6 +51,24 @@ def add_arguments(p) -> None:
     p.add_argument("--top_k", type=int, default=5)
     p.add_argument("--on_no_face", choices=["drop", "keep"], default="drop")
     p.add_argument("--allow_single_recogniser", action="store_true", help="allow one recogniser (not recommended)")
+    p.add_argument("--holdout", default=None,
+                   help="comma-separated recognisers that measure but do not filter (NAME or NAME=PATH, e.g. arcface=w600k_r50.onnx):"
+                        " the leakage left after filtering is only informative when measured by a recogniser the filter did not use")
+
+
+def parse_holdout(spec: str | None, filtering: list[str]) -> dict[str, str | None]:
+    """``--holdout`` -> {name: local path or None}; a recogniser that also filters is refused."""
+    out: dict[str, str | None] = {}
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        name, _, path = item.strip().partition("=")
+        if name in filtering:
+            raise StageError(f"--holdout {name}: {name} is one of the filtering --recognisers; a held-out recogniser must not filter")
+        if name in out:
+            raise StageError(f"--holdout {name} is given twice")
+        out[name] = path or None
+    return out
 
 
 
@@ -114,14 +135,23 @@ def run(args) -> Path:
     from mema.generation.diffusion.sample import load_samples
     from mema.generation.real_set import load_real_set
 
+    from mema.faces.adapters import optional_recogniser
+
     t0 = time.time()
-    names = [n.strip() for n in args.recognisers.split(",") if n.strip()]
-    if len(set(names)) < 2 and not args.allow_single_recogniser:
+    filtering = [n.strip() for n in args.recognisers.split(",") if n.strip()]
+    if len(set(filtering)) < 2 and not args.allow_single_recogniser:
         raise StageError("the leakage filter needs at least two independent recognisers (--recognisers sface,dlib-resnet)")
+    holdout = parse_holdout(getattr(args, "holdout", None), filtering)
+    out = Path(args.output_dir)
+    if out.exists() and any(out.iterdir()):
+        raise StageError(f"{out} is not empty; choose a new --output_dir")
     samples_dir = Path(args.samples)
     samples = load_samples(samples_dir)
+    recognisers = {n: get_recogniser(n) for n in filtering}
+    for n, path in holdout.items():
+        recognisers[n] = optional_recogniser(n, path) if path else get_recogniser(n)
+    names = [*filtering, *holdout]
     real = load_real_set(args.train_data_dir)
-    recognisers = {n: get_recogniser(n) for n in names}
     thresholds = _thresholds(names, recognisers, args.thresholds, args.far)
 
     real_emb, _ = embed_images([read_rgb(r.path)[0] for r in real.images], recognisers)
@@ -162,22 +192,25 @@ def run(args) -> Path:
     for i, p in enumerate(per):
         if not p["face_found"]:
             p["decision"], p["reason"] = ("keep", "no face found: leakage not measurable") if args.on_no_face == "keep" else ("drop", "no face found")
-        elif any(summary[n]["leaked"][i] for n in names):
-            p["decision"], p["reason"] = "drop", "leak: within the same-person threshold of a real patient (" + ", ".join(n for n in names if summary[n]["leaked"][i]) + ")"
+        elif any(summary[n]["leaked"][i] for n in filtering):  # held-out recognisers measure, never decide
+            p["decision"], p["reason"] = "drop", "leak: within the same-person threshold of a real patient (" + ", ".join(n for n in filtering if summary[n]["leaked"][i]) + ")"
         else:
             p["decision"], p["reason"] = "keep", "passed"
         if p["decision"] == "keep":
             kept.append(i)
 
     report = {"n_samples": len(samples), "n_faces_found": len(idx), "n_kept": len(kept), "n_real_images": len(real.images),
-              "n_real_identities": len(set(real_ids)), "on_no_face": args.on_no_face, "recognisers": {}}
+              "n_real_identities": len(set(real_ids)), "on_no_face": args.on_no_face,
+              "filtered_by": filtering, "held_out": list(holdout), "recognisers": {}}
     kept_measured = [i for i in kept if found[i]]
     any_leak = np.zeros(len(samples), bool)
     for name in names:
         s = summary[name]
-        any_leak |= s["leaked"]
+        if name in filtering:
+            any_leak |= s["leaked"]
         m = s["mins"][idx]
         report["recognisers"][name] = {
+            "role": "filter" if name in filtering else "held-out",
             "record": recognisers[name].record,
             "threshold_l2": s["threshold"]["l2"], "centroid_threshold_l2": s["threshold"].get("centroid_l2", s["threshold"]["l2"]),
             "threshold_source": s["threshold"]["source"],
@@ -187,20 +220,23 @@ def run(args) -> Path:
             "min_l2_histogram": {"bins": HIST_BINS.tolist(), "counts": np.histogram(m, HIST_BINS)[0].tolist() if len(m) else []},
         }
     report["leakage_rate_before_any"] = _rate(any_leak[idx])
-    report["leakage_rate_before_mean"] = (float(np.mean([report["recognisers"][n]["leakage_rate_before"] for n in names]))
+    report["leakage_rate_before_mean"] = (float(np.mean([report["recognisers"][n]["leakage_rate_before"] for n in filtering]))
                                           if idx else None)
-    out = Path(args.output_dir)
+    # After filtering, the filtering recognisers find no leak by construction; only a held-out one measures.
+    report["leakage_rate_after_held_out"] = {n: report["recognisers"][n]["leakage_rate_after"] for n in holdout}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "per_sample.jsonl", "".join(json.dumps(p) + "\n" for p in per).encode())
     atomic_write_bytes(out / "kept.txt", "".join(samples[i]["id"] + "\n" for i in kept).encode())
     atomic_write_bytes(out / "filter.json", json.dumps(report, indent=2).encode())
-    args_rec = {"samples": str(samples_dir), "recognisers": names, "thresholds": args.thresholds, "far": args.far,
-                "top_k": args.top_k, "on_no_face": args.on_no_face}
+    args_rec = {"samples": str(samples_dir), "recognisers": filtering, "holdout": list(holdout), "thresholds": args.thresholds,
+                "far": args.far, "calibrate_far": args.calibrate_far, "top_k": args.top_k, "on_no_face": args.on_no_face}
     sample_stage = read_stage(samples_dir, "sample")
     write_stage(out, "filter", args_rec, weights={n: recognisers[n].record["sha256"] for n in names}, seconds=time.time() - t0,
                 extra={"samples_settings": sample_stage["args"].get("seed")})
     print(f"filter: {len(kept)} of {len(samples)} samples kept; leakage before: "
-          + ", ".join(f"{n} {_fmt(report['recognisers'][n]['leakage_rate_before'])}" for n in names))
+          + ", ".join(f"{n} {_fmt(report['recognisers'][n]['leakage_rate_before'])}" for n in filtering)
+          + ("; after, held out: " + ", ".join(f"{n} {_fmt(v)}" for n, v in report["leakage_rate_after_held_out"].items())
+             if holdout else "; no held-out recogniser (--holdout): the leakage left after filtering is not measured"))
     return out
 
 

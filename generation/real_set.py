@@ -9,7 +9,9 @@ Layout (diffusers/Hugging Face imagefolder convention)::
 
 Problems are handled so that nothing is silently lost:
 - a row without a disease, or with an unknown one, is an error (the whole set is refused and every bad
-  row is listed): a guess would mislabel a patient;
+  row is listed): a guess would mislabel a patient; so is metadata that does not match the photos (a row
+  naming a file that is not there, a photo no row names, one photo labelled twice differently, one patient
+  given two genders), checked before any image is read;
 - an unreadable image, an image in which no face is found, a byte-identical duplicate of an earlier
   row, or a near-duplicate of one (a re-saved, resized or re-exposed copy: perceptual hash within
   ``NEAR_DUPLICATE_BITS``, see :mod:`mema.generation.phash`) is *skipped and recorded* (row number,
@@ -124,6 +126,8 @@ def load_real_set(root: str | Path, *, detect_faces: bool = True, estimate_attri
                     raise ValueError
             except ValueError:
                 label_errors.append(f"row {n}: age {a!r} is not a number of years in 0-120")
+    if not label_errors:
+        label_errors = _mismatches(root, rows)
     if label_errors:
         more = f"\n  ... and {len(label_errors) - 30} more" if len(label_errors) > 30 else ""
         raise RealSetError(f"{root}: {len(label_errors)} label problem(s); fix the metadata first:\n  " + "\n  ".join(label_errors[:30]) + more)
@@ -137,13 +141,10 @@ def load_real_set(root: str | Path, *, detect_faces: bool = True, estimate_attri
     try:
         for n, row in enumerate(rows, 1):
             path = root / str(row["file_name"])
-            if not path.resolve().is_relative_to(root.resolve()):
-                skipped.append({"row": n, "reason": "file_name points outside the folder"})
-                continue
             try:
                 data = path.read_bytes()
             except OSError:
-                skipped.append({"row": n, "reason": "unreadable: file missing or not readable"})
+                skipped.append({"row": n, "reason": "unreadable: file not readable"})
                 continue
             sha = hashlib.sha256(data).hexdigest()
             if sha in seen:
@@ -180,6 +181,45 @@ def load_real_set(root: str | Path, *, detect_faces: bool = True, estimate_attri
     if not images:
         raise RealSetError(f"{root}: none of the {len(rows)} images is usable (" + ", ".join(f"{k} {v}" for k, v in Counter(s['reason'].split(':')[0] for s in skipped).items()) + ")")
     return RealSet(images, skipped, len(rows), estimator.name if estimator else None)
+
+
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def _mismatches(root: Path, rows: list[dict]) -> list[str]:
+    """Metadata that does not match the photos (checked before any image is read): a row naming a file that
+    is not in the folder, a photo no row names, one photo labelled twice differently, or one patient given
+    two genders. Each would put a wrong label on a patient's photo, so the set is refused rather than guessed."""
+    problems, first, gender_of = [], {}, {}
+    resolved = root.resolve()
+    for n, row in enumerate(rows, 1):
+        name = str(row["file_name"])
+        path = root / name
+        if not path.resolve().is_relative_to(resolved):
+            problems.append(f"row {n}: file_name {name!r} points outside the folder")
+            continue
+        if not path.is_file():
+            problems.append(f"row {n}: file_name {name!r} is not in the folder")
+            continue
+        key = path.resolve()
+        labels = (parse_disease(row["disease"]), str(row.get("identity") or ""))
+        if key in first:
+            (m, (d, ident)) = first[key]
+            if d != labels[0] or (ident and labels[1] and ident != labels[1]):
+                problems.append(f"row {n}: {name!r} is labelled {labels[0]}/{labels[1] or '-'} here and {d}/{ident or '-'} in row {m}")
+        first.setdefault(key, (n, labels))
+        ident, g = row.get("identity"), str(row.get("gender") or "").lower()
+        if ident not in (None, "") and g:
+            was = gender_of.setdefault(str(ident), (n, g))
+            if was[1] != g:
+                problems.append(f"row {n}: patient {ident!r} is {g} here and {was[1]} in row {was[0]}")
+    listed = set(first)
+    unlisted = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                      if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file() and p.resolve() not in listed)
+    if unlisted:
+        problems.append(f"{len(unlisted)} photo(s) in the folder have no metadata row (label them or move them out): "
+                        + ", ".join(unlisted[:10]) + (" ..." if len(unlisted) > 10 else ""))
+    return problems
 
 
 def age_bin(age: int) -> int:

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from mema.cli.generate import main
-from tests.generation_data import tiny_generation_inputs
+from tests.generation_data import check_card, tiny_generation_inputs
 
 RES = "32"
 
@@ -84,8 +84,8 @@ def test_chain_finetune_sample_filter_review_card(chain):
     # exporting again over filled decisions is refused
     assert main(["review", "export", "--samples", str(samples), "--filter", str(filt), "--output_dir", str(review)]) == 2
 
-    assert main(["card", "--samples", str(samples), "--filter", str(filt), "--review", str(review),
-                 "--output_dir", str(corpus), "--name", "mema-gen-test", "--splits", "train=0.5,test=0.5"]) == 0
+    assert main(["card", "--samples", str(samples), "--filter", str(filt), "--review", str(review), "--train_data_dir", str(real),
+                 "--output_dir", str(corpus), "--name", "mema-gen-test", "--splits", "train=0.5,test=0.5", "--bootstrap", "100"]) == 0
     from mema.corpus.store import load_corpus
     from mema.corpus.verify import verify_corpus
 
@@ -94,10 +94,13 @@ def test_chain_finetune_sample_filter_review_card(chain):
     relabelled = [r for s in ("train", "test") for r in c.split(s) if r.id == rows[1]["id"]][0]
     assert (relabelled.disease, relabelled.severity) == ("Strab", "heavy")
     assert verify_corpus(corpus, progress=False).ok
-    cro = json.loads((corpus / "croissant.json").read_text())
-    assert cro["conformsTo"] == "http://mlcommons.org/croissant/1.0" and "rai:personalSensitiveInformation" in cro
-    dist = json.loads((corpus / "card" / "distribution.json").read_text())
-    assert set(dist) >= {"disease", "age", "gender"}
+    # every claim of the card against this run's records; Croissant through mlcroissant
+    facts = check_card(corpus, samples, filt, review, real)
+    assert facts["backend"] == "diffusion" and facts["face_injection"] == "ip-adapter" and facts["labels"] == "prompted"
+    assert facts["research_only"] and any(b.startswith("reference faces (offline DCGAN") for b in facts["research_only_because"])
+    assert "CreativeML Open RAIL-M" in facts["licence"] and "Stable Diffusion 1.5 finetuned with a LoRA" in (corpus / "README.md").read_text()
+    att = json.loads((corpus / "card" / "attributes.json").read_text())
+    assert att["n_generated_without_face"] == 4 and att["age"]["w1"] is None  # tiny random weights make noise, not faces
 
     # no real patient path, file name or image anywhere in the outputs
     from mema.weights import sha256_file

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mema.cli.generate import main
-from tests.generation_data import tiny_generation_inputs
+from tests.generation_data import check_card, tiny_generation_inputs
 from tests.tiny_onnx import tiny_arcface_onnx
 
 RES = "32"
@@ -60,7 +60,11 @@ def test_faceid_sampling_records_provenance(setup, tmp_path, monkeypatch):
     assert main(["card", "--samples", str(tmp_path / "s"), "--filter", str(tmp_path / "f"), "--output_dir", str(tmp_path / "c"),
                  "--name", "faceid-test", "--splits", "train=1"]) == 0
     card = (tmp_path / "c" / "README.md").read_text()
-    assert "IP-Adapter FaceID public-face injection" in card and "ArcFace recogniser: non-commercial research only" in card
+    assert "IP-Adapter FaceID public-face injection" in card
+    assert "| ArcFace recogniser (FaceID embedding of the reference face) |" in card and "insightface pretrained models" in card
+    facts = check_card(tmp_path / "c", tmp_path / "s", tmp_path / "f")
+    assert facts["face_injection"] == "faceid" and facts["research_only"]
+    assert {w["key"] for w in facts["weights"] if w["research_only"]} == {"ip_adapter_faceid", "arcface"}
 
 
 def test_face_embedding_reaches_the_unet(setup):

@@ -32,25 +32,81 @@ def test_unreadable_no_face_and_duplicates_are_recorded_skips(tmp_path, faces):
 
     root = write_real_set(tmp_path / "real", faces[:3], extra_rows=[
         {"file_name": "broken.jpg", "disease": "Conj", "age": 40, "gender": "male"},
-        {"file_name": "missing.png", "disease": "Conj", "age": 40, "gender": "male"},
         {"file_name": "noise.png", "disease": "Conj", "age": 40, "gender": "male"},
         {"file_name": "patient_00.png", "disease": "Ptosis", "age": 30, "gender": "female"},  # same photo again
-        {"file_name": "../outside.png", "disease": "Conj"},
     ])
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     write_png(root / "noise.png", np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8))
     real = load_real_set(root)
     assert len(real.images) == 3
     reasons = {s["row"]: s["reason"] for s in real.skipped}
-    assert reasons[4].startswith("unreadable") and reasons[5].startswith("unreadable")
-    assert reasons[6].startswith("no face") and reasons[7] == "duplicate: same bytes as row 1"
-    assert "outside" in reasons[8]
+    assert reasons[4].startswith("unreadable") and reasons[5].startswith("no face") and reasons[6] == "duplicate: same bytes as row 1"
     rep = json.dumps(real.report())
     assert "broken" not in rep and "noise.png" not in rep and "patient_" not in rep  # rows and hashes only
     # the stats stage records them and still runs
     assert main(["stats", "--train_data_dir", str(root), "--output_dir", str(tmp_path / "stats")]) == 0
     stats_report = json.loads((tmp_path / "stats" / "real_set_report.json").read_text())
-    assert stats_report["n_skipped"] == 5 and stats_report["skipped_by_reason"]["unreadable"] == 2
+    assert stats_report["n_skipped"] == 3 and stats_report["skipped_by_reason"]["unreadable"] == 1
+
+
+def test_labels_that_do_not_match_the_photos_are_refused_before_any_work(tmp_path, faces, capsys):
+    """A row naming a file that is not there, a photo no row names, a photo labelled twice differently and a
+    patient with two genders: each refused, all listed, before any image is read or any output written."""
+    from mema.imageio import write_png
+
+    root = write_real_set(tmp_path / "real", faces[:4], extra_rows=[
+        {"file_name": "missing.png", "disease": "Conj"},
+        {"file_name": "../outside.png", "disease": "Conj"},
+        {"file_name": "patient_00.png", "disease": "BCC", "identity": "patient-0"},
+        {"file_name": "patient_01.png", "disease": "Ptosis", "identity": "patient-0", "gender": "male"},
+    ])
+    write_png(root / "sub" / "unlabelled.png", faces[4])
+    with pytest.raises(RealSetError) as exc:
+        load_real_set(root, detect_faces=False)
+    msg = str(exc.value)
+    assert "row 5: file_name 'missing.png' is not in the folder" in msg and "row 6: file_name '../outside.png' points outside" in msg
+    assert "row 7: 'patient_00.png' is labelled BCC/patient-0 here and Ptosis/patient-0 in row 1" in msg
+    assert "row 8: patient 'patient-0' is male here and female in row 1" in msg
+    assert "1 photo(s) in the folder have no metadata row" in msg and "sub/unlabelled.png" in msg
+    for stage in (["stats"], ["finetune", "--pretrained_model_name_or_path", str(tmp_path)]):
+        out = tmp_path / f"out-{stage[0]}"
+        capsys.readouterr()
+        assert main([*stage, "--train_data_dir", str(root), "--output_dir", str(out)]) == 2
+        assert "label problem(s)" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_folder_without_usable_photos_is_refused_before_any_output(tmp_path, capsys):
+    from mema.imageio import write_png
+
+    root = tmp_path / "real"
+    write_png(root / "a.png", np.zeros((64, 64, 3), np.uint8))
+    (root / "metadata.csv").write_text("file_name,disease\na.png,BCC\n")
+    out = tmp_path / "lora"
+    assert main(["finetune", "--pretrained_model_name_or_path", str(tmp_path), "--train_data_dir", str(root), "--output_dir", str(out)]) == 2
+    assert "none of the 1 images is usable" in capsys.readouterr().err and not out.exists()
+
+
+def test_sample_flags_that_contradict_the_backend_are_refused_before_anything_loads(tmp_path, capsys):
+    stats = tmp_path / "real_stats.json"
+    stats.write_text(json.dumps({"n_images": 1, "disease": {"BCC": 1}, "gender": {"female": 1, "male": 0},
+                                 "age_bins": [0, 20, 30, 40, 50, 60, 70, 121], "age_hist": [0, 0, 1, 0, 0, 0, 0], "joint": {}}))
+    out = tmp_path / "samples"
+    base = ["sample", "--real_stats", str(stats), "--num_samples", "2", "--output_dir", str(out), "--quiet"]
+    cases = [
+        (["--backend", "dcgan", "--lora_dir", str(tmp_path), "--num_inference_steps", "5"], "--backend dcgan does not use --lora_dir, --num_inference_steps"),
+        (["--backend", "procedural", "--reference_faces", str(tmp_path)], "--backend procedural does not use --reference_faces"),
+        (["--no_face_injection", "--ip_adapter", str(tmp_path)], "--no_face_injection contradicts --ip_adapter"),
+        (["--ip_adapter_faceid", str(tmp_path)], "--ip_adapter_faceid given without --face_injection faceid"),
+        (["--face_injection", "faceid", "--ip_adapter", str(tmp_path)], "--face_injection faceid does not use --ip_adapter"),
+    ]
+    for extra, msg in cases:
+        capsys.readouterr()
+        assert main([*base, *extra]) == 2, extra
+        assert msg in capsys.readouterr().err and not out.exists(), extra
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"disease": {}}))
+    assert main(["sample", "--backend", "dcgan", "--real_stats", str(bad), "--num_samples", "2", "--output_dir", str(out)]) == 2
+    assert "is not a real_stats.json" in capsys.readouterr().err and not out.exists()
 
 
 def test_near_duplicate_photos_are_recorded_skips(tmp_path, faces):

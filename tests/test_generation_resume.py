@@ -82,3 +82,79 @@ def test_a_shard_given_twice_is_refused(setup, capsys):
     assert main(_args(setup, out, "--shard", "0/2")) == 2
     assert "shard 0/2 is already running" in capsys.readouterr().err
     assert main(_args(setup, out, "--shard", "2/2")) == 2
+
+
+def _dcgan_args(stats, out, *extra):
+    return ["sample", "--backend", "dcgan", "--real_stats", str(stats), "--num_samples", "6", "--output_dir", str(out),
+            "--resolution", "64", "--seed", "4", "--quiet", *extra]
+
+
+def test_processes_started_together_on_a_fresh_folder_share_one_plan(tmp_path):
+    """Two shards started at the same moment on a folder that does not exist yet: neither refuses the other's
+    half-written files, and together they give the single-process result."""
+    stats = tmp_path / "real_stats.json"
+    stats.write_text(json.dumps({"n_images": 2, "disease": {"BCC": 1, "Ptosis": 1}, "gender": {"female": 1, "male": 1},
+                                 "age_bins": [0, 20, 30, 40, 50, 60, 70, 121], "age_hist": [0, 0, 1, 1, 0, 0, 0],
+                                 "joint": {"BCC|female|2": 1, "Ptosis|male|3": 1}}))
+    single = tmp_path / "single"
+    assert main(_dcgan_args(stats, single)) == 0
+    out = tmp_path / "fresh" / "samples"
+    env = {**os.environ, "MEMA_TORCH_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "mema.cli.generate", *_dcgan_args(stats, out, "--shard", f"{k}/2")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1][-500:] for r in results]
+    assert _result(out) == _result(single)
+    assert json.loads((out / "plan.json").read_text()) == json.loads((single / "plan.json").read_text())
+    assert not list((out / "shards").glob("*.lock"))
+
+
+def test_start_run_from_many_threads_writes_one_plan(tmp_path):
+    import threading
+
+    from mema.generation.runner import start_run
+    from mema.generation.stage import StageError
+
+    out, calls, runs, errors = tmp_path / "job", [], [], []
+    barrier = threading.Barrier(6)
+
+    def payload():
+        calls.append(1)
+        time.sleep(0.2)  # a slow plan widens the window in which another starter looks at the folder
+        return {"plan": list(range(5))}
+
+    def start():
+        barrier.wait()
+        try:
+            runs.append(start_run(out, {"seed": 1}, payload))
+        except StageError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1 and len(runs) == 6 and all(r.plan == runs[0].plan for r in runs)
+    with pytest.raises(StageError, match="differ: seed"):
+        start_run(out, {"seed": 2}, payload)
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(StageError, match="is not a job folder"):
+        start_run(foreign, {"seed": 1}, payload)
+    assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
+
+
+def test_one_provenance_writer_gives_the_builders_records():
+    """runner.provenance gives, for the procedural renderer, the record mema-data build writes (so porting the
+    build to the runner leaves its manifest hash unchanged), and names each backend's generator."""
+    from mema.corpus.schema import Provenance
+    from mema.generation.runner import provenance
+
+    w = {"dcgan_digiface": "0" * 64}
+    assert Provenance(**provenance("procedural", seed=5, attempt=2, weights=w)) == Provenance(
+        backend="procedural", generator="dcgan-digiface+signs-v1", seed=5, attempt=2, weights=w)
+    assert provenance("dcgan", seed=1, weights=w)["generator"] == "dcgan-digiface"
+    assert provenance("diffusion", seed=1, weights=w, adapter_scale=0.3, route="ip-adapter-faceid")["generator"] == "sd15-lora+ip-adapter-faceid"
+    assert provenance("diffusion", seed=1, weights=w)["generator"] == "sd15-lora"

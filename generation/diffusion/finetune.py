@@ -128,8 +128,8 @@ def run(args) -> Path:
 
     t0 = time.time()
     out = Path(args.output_dir)
+    real = load_real_set(args.train_data_dir, detect_faces=not args.no_face_check)  # refused before any output is made
     out.mkdir(parents=True, exist_ok=True)
-    real = load_real_set(args.train_data_dir, detect_faces=not args.no_face_check)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,

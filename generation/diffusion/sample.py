@@ -8,21 +8,24 @@ Output folder::
     shards/<i>-of-<n>.lock  held while a shard runs (host, pid); a second run of a live shard is refused
     samples.jsonl, stage.json   written when every planned sample is done (by whichever shard finishes last)
 
-Resuming after a kill re-runs only samples without a ``done`` file, with the same per-sample seed, so
-the result is identical and nothing is duplicated. A resume (or another shard) with different settings
-is refused and the differing settings are named.
+    run.lock                held while a process starts or checks for completion (see ``mema.generation.runner``)
+
+The job runs on :mod:`mema.generation.runner`: resuming after a kill re-runs only samples without a
+``done`` file, with the same per-sample seed, so the result is identical and nothing is duplicated; a
+resume (or another shard) with different settings is refused and the differing settings are named;
+processes started together on a fresh folder agree on one plan. Flags that the chosen backend does not
+read, or that contradict each other, are refused before anything is loaded.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 
+from mema.generation import runner
 from mema.generation.sampling_plan import SAMPLINGS, SampleSpec, make_sample_plan, settings_hash
 from mema.generation.stage import StageError, read_stage, write_stage
 from mema.imageio import atomic_write_bytes, write_png
@@ -62,62 +65,68 @@ def add_arguments(p) -> None:
 
 
 def parse_shard(spec: str | None) -> tuple[int, int]:
-    if spec is None:
+    """``--shard i/n``, or without it the accelerate process's place (one process: 0/1)."""
+    shard = runner.parse_shard(spec)
+    if shard is None:
         from accelerate import PartialState
 
         state = PartialState()
         return state.process_index, state.num_processes
+    return shard
+
+
+# Flags only the diffusion backend reads: given with another backend they would be silently ignored.
+DIFFUSION_ONLY = ("pretrained_model_name_or_path", "original_config_dir", "lora_dir", "ip_adapter", "reference_faces",
+                  "face_injection", "ip_adapter_faceid", "arcface_onnx", "adapter_scale_min", "adapter_scale_max",
+                  "num_inference_steps", "guidance_scale", "mixed_precision")
+
+
+def contradictions(args, defaults: dict) -> list[str]:
+    """Flags that contradict the backend or each other (checked before anything is loaded)."""
+    given = lambda k: getattr(args, k) != defaults.get(k)  # noqa: E731
+    out = []
+    if args.backend != "diffusion":
+        bad = [k for k in DIFFUSION_ONLY if given(k)]
+        if bad:
+            out.append(f"--backend {args.backend} does not use " + ", ".join(f"--{k}" for k in bad)
+                       + (" (it draws no disease signs and injects no face)" if args.backend == "dcgan" else
+                          " (it renders MeMa-mini's procedural faces and signs, with no diffusion model)"))
+        return out
+    if args.no_face_injection:
+        bad = [k for k in ("ip_adapter", "reference_faces", "ip_adapter_faceid", "arcface_onnx", "adapter_scale_min",
+                           "adapter_scale_max", "face_injection") if given(k)]
+        if bad:
+            out.append("--no_face_injection contradicts " + ", ".join(f"--{k}" for k in bad))
+    elif args.face_injection == "faceid":
+        if given("ip_adapter"):
+            out.append("--face_injection faceid does not use --ip_adapter (FaceID brings its own projection: --ip_adapter_faceid)")
+    else:
+        bad = [k for k in ("ip_adapter_faceid", "arcface_onnx") if given(k)]
+        if bad:
+            out.append(", ".join(f"--{k}" for k in bad) + " given without --face_injection faceid")
+    return out
+
+
+def _defaults() -> dict:
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return {a.dest: a.default for a in p._actions}
+
+
+def _read_stats(path: Path) -> dict:
+    """``real_stats.json`` of `mema-generate stats` / `finetune`, refused when it is not one."""
     try:
-        i, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        raise StageError(f"--shard {spec!r}: expected i/n, e.g. 0/4") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise StageError(f"--shard {spec!r}: need 0 <= i < n")
-    return i, n
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class ShardLock:
-    """``shards/<i>-of-<n>.lock`` created exclusively. A live holder on this host means the shard was given
-    twice; a dead holder (killed run) is taken over. A holder on another host is refused: a shared
-    filesystem cannot tell whether it still runs, so the user must remove the lock."""
-
-    def __init__(self, out: Path, i: int, n: int):
-        self.path = out / "shards" / f"{i}-of-{n}.lock"
-        self.label = f"{i}/{n}"
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"host": socket.gethostname(), "pid": os.getpid()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    holder = json.loads(self.path.read_text() or "{}")
-                except json.JSONDecodeError:
-                    holder = {}
-                if holder.get("host") == me["host"] and holder.get("pid") and not _pid_alive(int(holder["pid"])):
-                    self.path.unlink(missing_ok=True)  # left by a killed run
-                    continue
-                raise StageError(f"shard {self.label} is already running (host {holder.get('host')}, pid {holder.get('pid')}); "
-                                 f"the same shard was given twice. If that run is dead, delete {self.path}") from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            return self
-        raise StageError(f"could not take {self.path}")
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        stats = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise StageError(f"{path} is not JSON; pass the real_stats.json that `mema-generate stats` wrote") from None
+    missing = [k for k in ("n_images", "disease", "gender", "age_bins", "age_hist") if not isinstance(stats, dict) or k not in stats]
+    if missing:
+        raise StageError(f"{path} is not a real_stats.json (missing {', '.join(missing)}); `mema-generate stats` writes one")
+    if stats["n_images"] < 1 or not sum(stats["disease"].values()):
+        raise StageError(f"{path}: the real set it describes has no usable images")
+    return stats
 
 
 def _settings(args, stats: dict, references, weights: dict) -> dict:
@@ -140,18 +149,6 @@ def _faceid(args) -> bool:
     return args.backend == "diffusion" and not args.no_face_injection and args.face_injection == "faceid"
 
 
-def _check_resume(out: Path, settings: dict, stats: dict) -> None:
-    path = out / "plan.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old["settings_sha256"] != settings_hash(settings):
-            diff = sorted(k for k in set(old["settings"]) | set(settings) if old["settings"].get(k) != settings.get(k))
-            raise StageError(f"{out} holds a plan made with other settings (differ: {', '.join(diff)}); "
-                             "resume with the same arguments, or choose another --output_dir")
-    elif out.exists() and any(p.name not in ("shards",) for p in out.iterdir()):
-        raise StageError(f"{out} exists and is not a sample folder; choose an empty --output_dir")
-
-
 def run(args) -> Path:
     import torch
     from tqdm import tqdm
@@ -165,10 +162,13 @@ def run(args) -> Path:
     out = Path(args.output_dir)
     if args.num_samples < 1:
         raise StageError("--num_samples must be at least 1")
+    bad = contradictions(args, _defaults())
+    if bad:
+        raise StageError("; ".join(bad))
     stats_path = Path(args.real_stats) if args.real_stats else (Path(args.lora_dir) / "real_stats.json" if args.lora_dir else None)
     if stats_path is None or not stats_path.is_file():
         raise StageError("need the real set's distribution: --lora_dir FINETUNE_DIR or --real_stats real_stats.json (`mema-generate stats`)")
-    stats = json.loads(stats_path.read_text())
+    stats = _read_stats(stats_path)
     faceid = None
     if args.backend in ("dcgan", "procedural"):
         args.no_face_injection = True
@@ -205,20 +205,15 @@ def run(args) -> Path:
             weights["ip_adapter"] = hash_files(ip / "models" / "ip-adapter_sd15.safetensors")["ip-adapter_sd15.safetensors"]
             weights["image_encoder"] = combined_hash(hash_files(ip / "models" / "image_encoder"))
     settings = _settings(args, stats, references, weights)
-    _check_resume(out, settings, stats)
     scale_range = None if args.no_face_injection else (args.adapter_scale_min, args.adapter_scale_max)
     plan = make_sample_plan(stats, references, num_samples=args.num_samples, seed=args.seed, sampling=args.sampling, scale_range=scale_range)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "plan.json").is_file():
-        atomic_write_bytes(out / "plan.json", json.dumps({
-            "settings_sha256": settings_hash(settings), "settings": settings, "real_stats": stats,
-            "plan": [s.model_dump() for s in plan]}, indent=1).encode())
+    run_ = runner.start_run(out, settings, lambda: {"real_stats": stats, "plan": [s.model_dump() for s in plan]}, what="sample")
 
     i, n = parse_shard(args.shard)
-    done_dir = out / "done"
-    done_dir.mkdir(exist_ok=True)
-    with ShardLock(out, i, n):
-        mine = [s for s in plan if s.index % n == i and not (done_dir / f"{s.id}.json").is_file()]
+    route = "ip-adapter-faceid" if faceid else "ip-adapter"
+    with run_.shard_lock(i, n):
+        todo = set(run_.pending(((s.index, s.id) for s in plan), (i, n)))
+        mine = [s for s in plan if s.id in todo]
         if mine:
             if args.backend == "dcgan":
                 from mema.generation.dcgan import FaceGenerator
@@ -252,22 +247,21 @@ def run(args) -> Path:
                 pipe.to(device)
                 pipe.set_progress_bar_config(disable=True)
                 generate = lambda spec: (_generate(pipe, spec, args, refs, face_ids), None, {})  # noqa: E731
-            bar = tqdm(total=sum(1 for s in plan if s.index % n == i), initial=sum(1 for s in plan if s.index % n == i) - len(mine),
-                       desc=f"sample shard {i}/{n}", disable=args.quiet)
+            total = sum(1 for s in plan if s.index % n == i)
+            bar = tqdm(total=total, initial=total - len(mine), desc=f"sample shard {i}/{n}", disable=args.quiet)
             for spec in mine:
                 image, mask, extra = generate(spec)
                 sha = write_png(out / "images" / f"{spec.id}.png", image)
-                record = _record(spec, sha, image, weights, args.backend, "ip-adapter-faceid" if faceid else "ip-adapter") | extra
-                record["provenance"].update(record.pop("provenance_extra", {}))
+                record = _record(spec, sha, image, weights, args.backend, route, extra.pop("attempt", 0)) | extra
                 if mask is not None:
                     record["mask_file"] = f"masks/{spec.id}.png"
                     record["mask_sha256"] = write_png(out / record["mask_file"], mask)
-                atomic_write_bytes(done_dir / f"{spec.id}.json", json.dumps(record).encode())
+                run_.mark_done(spec.id, record)
                 bar.update(1)
             bar.close()
             if args.backend == "procedural":
                 renderer.close()
-    _merge_if_complete(out, plan, args, weights, time.time() - t0)
+    _merge_if_complete(run_, out, plan, args, weights, time.time() - t0)
     return out
 
 
@@ -306,34 +300,34 @@ def procedural_sample(renderer, spec: SampleSpec):
     instead of the plan's targets (which stay in ``plan.json``)."""
     rendered = renderer.render(spec.as_identity())
     photo = rendered.photos[0]
-    extra = {"age": rendered.age, "gender": rendered.gender,
-             "provenance_extra": {"attempt": photo.attempt}}
+    extra = {"age": rendered.age, "gender": rendered.gender, "attempt": photo.attempt}
     return photo.image, photo.mask, extra
 
 
-def _record(spec: SampleSpec, sha: str, image: np.ndarray, weights: dict, backend: str = "diffusion", route: str = "ip-adapter") -> dict:
-    generator = {"dcgan": "dcgan-digiface", "procedural": "dcgan-digiface+signs-v1"}.get(
-        backend, "sd15-lora" + (f"+{route}" if spec.adapter_scale is not None else ""))
+def _record(spec: SampleSpec, sha: str, image: np.ndarray, weights: dict, backend: str, route: str, attempt: int = 0) -> dict:
     return {
         "id": spec.id, "file_name": f"images/{spec.id}.png", "sha256": sha, "disease": spec.disease, "severity": spec.severity,
         "age": spec.age, "gender": spec.gender, "width": int(image.shape[1]), "height": int(image.shape[0]),
-        "provenance": {"backend": "diffusion" if backend == "diffusion" else "procedural", "generator": generator,
-                       "seed": spec.seed, "prompt": spec.prompt, "adapter_scale": spec.adapter_scale,
-                       "reference_face_sha256": spec.reference_face_sha256, "weights": weights},
+        "provenance": runner.provenance(backend, seed=spec.seed, weights=weights, attempt=attempt, prompt=spec.prompt,
+                                        adapter_scale=spec.adapter_scale, reference_face_sha256=spec.reference_face_sha256, route=route),
     }
 
 
-def _merge_if_complete(out: Path, plan: list[SampleSpec], args, weights: dict, seconds: float) -> None:
-    done_dir = out / "done"
-    missing = [s.id for s in plan if not (done_dir / f"{s.id}.json").is_file()]
-    if missing:
-        print(f"{len(plan) - len(missing)} of {len(plan)} samples done; {len(missing)} left for other shards")
-        return
-    lines = [(done_dir / f"{s.id}.json").read_text().strip() for s in plan]
-    atomic_write_bytes(out / SAMPLES, ("\n".join(lines) + "\n").encode())
-    args_rec = {k: v for k, v in vars(args).items() if k not in ("func", "shard", "quiet")}
-    write_stage(out, "sample", args_rec, weights=weights, seconds=seconds, extra={"n_samples": len(plan)})
-    print(f"{len(plan)} samples in {out}")
+def _merge_if_complete(run_, out: Path, plan: list[SampleSpec], args, weights: dict, seconds: float) -> None:
+    ids = [s.id for s in plan]
+
+    def write():
+        lines = [json.dumps(run_.record(sid)) for sid in ids]
+        atomic_write_bytes(out / SAMPLES, ("\n".join(lines) + "\n").encode())
+        args_rec = {k: v for k, v in vars(args).items() if k not in ("func", "shard", "quiet")}
+        write_stage(out, "sample", args_rec, weights=weights, seconds=seconds, extra={"n_samples": len(plan)})
+
+    wrote = run_.finish_once(ids, lambda: (out / "stage.json").is_file(), write)
+    if wrote is None:
+        left = sum(not run_.is_done(sid) for sid in ids)
+        print(f"{len(plan) - left} of {len(plan)} samples done; {left} left for other shards")
+    elif wrote:
+        print(f"{len(plan)} samples in {out}")
 
 
 def load_samples(folder: str | Path) -> list[dict]:

@@ -4,11 +4,14 @@
     mema-generate sample   --pretrained_model_name_or_path SD15 --lora_dir lora/ --ip_adapter IPA \
                            --reference_faces FACES --num_samples 4000 --output_dir samples/ [--shard i/n]
                            [--face_injection faceid --ip_adapter_faceid DIR --arcface_onnx FILE]   (research-only weights)
-    mema-generate filter   --samples samples/ --train_data_dir REAL --output_dir filtered/
+                           [--backend procedural|dcgan --real_stats stats/real_stats.json]      (offline backends)
+    mema-generate filter   --samples samples/ --train_data_dir REAL --output_dir filtered/ [--holdout arcface=FILE.onnx]
     mema-generate review export --samples samples/ --filter filtered/ --output_dir review/
     mema-generate review import --review review/ [--decisions reviewed.csv]
     mema-generate card     --samples samples/ --filter filtered/ [--review review/] --output_dir corpus/
-    mema-generate stats    --train_data_dir REAL --output_dir stats/   (distributions only; for --backend dcgan)
+                           [--train_data_dir REAL [--classifier DIR]]   (age, gender and signs measured on the images)
+                           [--labels intended]                          (required for --backend dcgan: it draws no signs)
+    mema-generate stats    --train_data_dir REAL --output_dir stats/   (distributions only; for the offline backends)
     mema-generate reference-faces --output_dir faces/ --num_faces 200     (offline DCGAN faces, age/gender labelled)
     mema-generate tiny-weights --output_dir w/      (random tiny SD + IP-Adapter, for tests and dry runs)
 
@@ -41,12 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="real-guided sampling with IP-Adapter face injection")
     sample.add_arguments(p)
     p.set_defaults(func=sample.run)
-    p = sub.add_parser("filter", help="drop samples within the same-person threshold of any real patient")
+    p = sub.add_parser("filter", help="drop samples within the same-person threshold of any real patient (held-out recognisers only measure)")
     leakage.add_arguments(p)
     p.set_defaults(func=leakage.run)
     p = sub.add_parser("review", help="physician review sheet: export, then import decisions")
     review.add_arguments(p)
-    p = sub.add_parser("card", help="write the corpus with its data card, Croissant and distribution report")
+    p = sub.add_parser("card", help="write the corpus with a data card generated from the run's records, measured attributes and Croissant")
     datacard.add_arguments(p)
     p.set_defaults(func=datacard.run)
     p = sub.add_parser("reference-faces", help="write offline DCGAN reference faces with age/gender labels")
