@@ -1,7 +1,8 @@
 """Build a procedural corpus folder: resumable, parallel, deterministic.
 
-Layout while building: ``<out>/.build/config.json`` (the plan's config) and one
-``<out>/.build/done/<identity>.json`` per finished identity, written atomically after its PNGs.
+The build runs on the one corpus-job runner (:mod:`mema.generation.runner`): ``<out>/.build/plan.json``
+(the config and how landmarks are obtained), one ``<out>/.build/done/<identity>.json`` per finished
+identity, written atomically after its PNGs, and a lock so two builds of one folder never interleave.
 A killed build resumes from those files; ``dataset.json`` is written last, so its presence means
 the corpus is complete.
 
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from mema.corpus.schema import ImageRecord, Provenance
 from mema.corpus.store import DATASET_JSON, load_info, write_index
 from mema.generation.presets import CorpusConfig
+from mema.generation.runner import provenance
 from mema.generation.sampling_plan import IdentityPlan, identity_plan
 from mema.imageio import atomic_write_bytes, write_png
 
@@ -84,7 +86,7 @@ def _weights_used() -> dict[str, str]:
     return {name: entry(name).sha256 for name in ("dcgan_digiface", "face_landmarker", "age_v1", "gender_v1")}
 
 
-def _save_identity(root: Path, rendered, weights: dict[str, str]) -> list[dict]:
+def _save_identity(root: Path, run, rendered, weights: dict[str, str]) -> list[dict]:
     plan = rendered.plan
     records = []
     for photo in rendered.photos:
@@ -108,13 +110,13 @@ def _save_identity(root: Path, rendered, weights: dict[str, str]) -> list[dict]:
             height=photo.image.shape[0],
             mask_file=mask_file,
             mask_sha256=mask_sha,
-            provenance=Provenance(backend="procedural", generator="dcgan-digiface+signs-v2", seed=photo.seed, attempt=photo.attempt, weights=weights),
+            provenance=Provenance(**provenance("procedural", seed=photo.seed, attempt=photo.attempt, weights=weights)),
         )
         records.append(rec.model_dump(mode="json"))
     done = {"identity": plan.identity, "records": records, "embedding": [float(x) for x in rendered.embedding]}
     if rendered.recording is not None:
         done["recording"] = rendered.recording.to_json()
-    atomic_write_bytes(root / BUILD_DIR / "done" / f"{plan.identity}.json", json.dumps(done).encode())
+    run.mark_done(plan.identity, done)
     return records
 
 
@@ -140,8 +142,9 @@ def build_corpus(
         mode, plan_path = "replay", plan_file
     else:  # other settings than the registered corpus (e.g. another seed): the models run on this machine
         mode, plan_path = "live", None
-    build = root / BUILD_DIR
-    cfg_path = build / "config.json"
+    from mema.generation.runner import start_run
+    from mema.generation.stage import StageError
+
     if force and root.exists():
         shutil.rmtree(root)
     if (root / DATASET_JSON).exists():
@@ -149,55 +152,45 @@ def build_corpus(
         if info.builder.get("config_sha256") == cfg.sha256():
             return root
         raise BuildError(f"{root} holds a different corpus ({info.name} {info.version}); pass --force to rebuild it or choose --out")
-    mode_path = build / "mode.json"
-    if cfg_path.exists():
-        previous = CorpusConfig.model_validate_json(cfg_path.read_text())
-        if previous.sha256() != cfg.sha256():
-            raise BuildError(f"{root} holds a partial build with other settings; pass --force to start over or choose --out")
-        if mode_path.exists() and json.loads(mode_path.read_text())["mode"] != mode:
-            raise BuildError(f"{root} holds a partial {json.loads(mode_path.read_text())['mode']} build; this one would be {mode}; "
-                             "pass --force to start over or choose --out")
-    elif root.exists() and any(root.iterdir()):
-        raise BuildError(f"{root} exists and is not a MeMa build folder; choose an empty --out")
-    build.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(cfg_path, cfg.model_dump_json(indent=2).encode())
-    atomic_write_bytes(mode_path, json.dumps({"mode": mode}).encode())
-
     plans = identity_plan(cfg)
-    done_dir = build / "done"
-    done_dir.mkdir(exist_ok=True)
-    finished = {p.stem for p in done_dir.glob("*.json")}
-    todo = [p for p in plans if p.identity not in finished]
+    settings = {**cfg.model_dump(mode="json"), "landmarks": mode}
+    try:
+        # One runner for every corpus job (mema.generation.runner): plan, locks, done records, resume.
+        run = start_run(root, settings, lambda: {"identities": [p.identity for p in plans]}, state=root / BUILD_DIR,
+                        what="corpus build")
+    except StageError as exc:
+        raise BuildError(f"{exc}; pass --force to start over") from None
+    todo = [p for p in plans if not run.is_done(p.identity)]
     weights = _weights_used()
     t0 = time.time()
     bar = tqdm(total=len(plans), initial=len(plans) - len(todo), desc=f"build {cfg.name}", unit="id", disable=not progress)
     init_args = (cfg.model_dump_json(), mode, str(plan_path) if plan_path else None)
-    if todo:
-        if workers > 1:
-            ctx = mp.get_context("spawn")  # MediaPipe and torch do not survive fork safely
-            with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-                try:
+    try:
+        with run.shard_lock(0, 1):
+            if todo and workers > 1:
+                ctx = mp.get_context("spawn")  # MediaPipe and torch do not survive fork safely
+                with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
                     for rendered in pool.imap_unordered(_render, [p.model_dump_json() for p in todo], chunksize=4):
-                        _save_identity(root, rendered, weights)
+                        _save_identity(root, run, rendered, weights)
                         bar.update(1)
-                except ReplayError as exc:
-                    raise BuildError(str(exc)) from None
-        else:
-            _init_worker(*init_args)
-            try:
-                for plan in todo:
-                    _save_identity(root, _render(plan.model_dump_json()), weights)
-                    bar.update(1)
-            except ReplayError as exc:
-                raise BuildError(str(exc)) from None
-            finally:
-                _renderer.close()
+            elif todo:
+                _init_worker(*init_args)
+                try:
+                    for plan in todo:
+                        _save_identity(root, run, _render(plan.model_dump_json()), weights)
+                        bar.update(1)
+                finally:
+                    _renderer.close()
+    except ReplayError as exc:
+        raise BuildError(str(exc)) from None
+    except StageError as exc:
+        raise BuildError(str(exc)) from None
     bar.close()
     build_seconds = time.time() - t0
 
     records, embeddings, recordings = [], {}, {}
     for plan in plans:
-        done = json.loads((done_dir / f"{plan.identity}.json").read_text())
+        done = run.record(plan.identity)
         records += [ImageRecord.model_validate(r) for r in done["records"]]
         embeddings[plan.identity] = (plan.split, np.array(done["embedding"], dtype=np.float32))
         if mode == "record":

@@ -1,4 +1,4 @@
-"""One resumable runner for every corpus job (``mema-generate sample``; ``mema-data build`` to follow).
+"""One resumable runner for every corpus job (``mema-generate sample`` and ``mema-data build``).
 
 A job is a fixed list of units (a sample, an identity), each with an id, run in a state folder::
 
@@ -45,7 +45,7 @@ SHARDS = "shards"
 OWN = {PLAN, RUN_LOCK, DONE, SHARDS}
 
 # generator names, one place: what made an image, per backend
-GENERATORS = {"procedural": "dcgan-digiface+signs-v1", "dcgan": "dcgan-digiface"}
+GENERATORS = {"procedural": "dcgan-digiface+signs-v2", "dcgan": "dcgan-digiface"}
 
 
 def provenance(backend: str, *, seed: int, weights: dict[str, str], attempt: int = 0, prompt: str | None = None,

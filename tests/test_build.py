@@ -32,7 +32,7 @@ def test_other_seed_other_manifest(tiny_corpus, tmp_path):
 def test_refuses_foreign_or_mismatched_folders(tmp_path):
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
-    with pytest.raises(BuildError, match="not a MeMa build folder"):
+    with pytest.raises(BuildError, match="not a corpus build folder"):
         build_corpus(PRESETS["tiny"], tmp_path / "foreign", workers=1, progress=False)
 
 
@@ -50,7 +50,7 @@ def test_killed_build_resumes_to_the_same_corpus(tiny_corpus, tmp_path):
     assert 5 <= n_done < len(identity_plan(PRESETS["tiny"])), "the kill should land mid-build"
     assert not (out / "dataset.json").exists()
     # a changed config must not silently mix with the partial build
-    with pytest.raises(BuildError, match="partial build with other settings"):
+    with pytest.raises(BuildError, match="corpus build made with other settings"):
         build_corpus(PRESETS["tiny"].model_copy(update={"seed": 5}), out, workers=1, progress=False)
     build_corpus(PRESETS["tiny"], out, workers=1, progress=False)
     assert load_info(out).manifest_sha256 == load_info(tiny_corpus).manifest_sha256

@@ -26,7 +26,7 @@ def test_verify_ok_and_json(tiny_corpus):
 def test_build_into_foreign_folder(tmp_path):
     (tmp_path / "x.txt").write_text("x")
     r = run("build", "tiny", "--out", str(tmp_path), "--quiet")
-    assert r.returncode == 2 and "not a MeMa build folder" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "not a corpus build folder" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_export_nnunet_of_a_non_corpus(tmp_path):

@@ -234,7 +234,7 @@ def test_procedural_backend_runs_through_the_same_plan_filter_and_card(tmp_path)
     assert main(["sample", "--backend", "procedural", "--real_stats", str(tmp_path / "real_stats.json"), "--num_samples", "4",
                  "--output_dir", str(samples), "--resolution", "128", "--seed", "2", "--quiet"]) == 0
     recs = [json.loads(line) for line in (samples / "samples.jsonl").read_text().splitlines()]
-    assert {r["provenance"]["generator"] for r in recs} == {"dcgan-digiface+signs-v1"}
+    assert {r["provenance"]["generator"] for r in recs} == {"dcgan-digiface+signs-v2"}
     assert all(("mask_file" in r) == (r["disease"] in ("BCC", "SCC")) for r in recs)
     # Under the published thresholds DCGAN faces 'leak' into each other (they are less distinct than people)
     (tmp_path / "thr.json").write_text(json.dumps({"sface": 0.3, "dlib-resnet": 0.3}))

@@ -154,7 +154,7 @@ def test_one_provenance_writer_gives_the_builders_records():
 
     w = {"dcgan_digiface": "0" * 64}
     assert Provenance(**provenance("procedural", seed=5, attempt=2, weights=w)) == Provenance(
-        backend="procedural", generator="dcgan-digiface+signs-v1", seed=5, attempt=2, weights=w)
+        backend="procedural", generator="dcgan-digiface+signs-v2", seed=5, attempt=2, weights=w)
     assert provenance("dcgan", seed=1, weights=w)["generator"] == "dcgan-digiface"
     assert provenance("diffusion", seed=1, weights=w, adapter_scale=0.3, route="ip-adapter-faceid")["generator"] == "sd15-lora+ip-adapter-faceid"
     assert provenance("diffusion", seed=1, weights=w)["generator"] == "sd15-lora"
