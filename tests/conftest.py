@@ -13,6 +13,10 @@ os.environ.setdefault("MEMA_TORCH_THREADS", "1")
 # Tiny nnU-Net schedule: the tests check the pipeline, not the segmenter's quality.
 os.environ.setdefault("MEMA_NNUNET_EPOCHS", "1")
 os.environ.setdefault("MEMA_NNUNET_ITERATIONS", "3")
+# The same for the trained attackers (periocular recogniser, its per-method fine-tune, the de-anonymizer).
+os.environ.setdefault("MEMA_PERIOCULAR_EPOCHS", "2")
+os.environ.setdefault("MEMA_ATTACK_FINETUNE_EPOCHS", "1")
+os.environ.setdefault("MEMA_DEANON_EPOCHS", "1")
 
 import mema  # noqa: E402  (sets hub-offline variables)
 

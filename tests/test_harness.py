@@ -27,7 +27,7 @@ def test_results_json_is_typed_and_complete(identity_run):
     out, res = identity_run
     loaded = Results.model_validate_json((out / "results.json").read_text())
     assert loaded.corpus.n_samples == 16 and loaded.method["name"] == "identity"
-    for name in ("sface", "dlib-resnet"):
+    for name in ("sface", "dlib-resnet", "periocular"):
         assert loaded.evaluators["recognisers"][name]["sha256"]
         assert loaded.metrics[f"identity.{name}.id_dis"].n > 0
     assert loaded.evaluators["classifier"]["sha256"]
@@ -166,3 +166,100 @@ def test_a_corpus_without_gallery_is_refused_for_face_matching_only(tiny_corpus,
     with pytest.raises(EvalError, match="--tasks classification"):
         Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["identity", "classification"]))
     Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["classification"]))  # accepted
+
+
+# --- trustworthy re-runs: stale outputs, tampered corpora, splits, method failures -----------------------
+
+
+def test_an_output_folder_of_another_run_is_refused(tiny_corpus, tmp_path):
+    from mema.evaluation.harness import EvalError
+
+    corpus = load_corpus(tiny_corpus)
+    out = tmp_path / "x"
+    cfg = EvalConfig(tasks=["classification"], limit=4)
+    Evaluation(corpus, get_method("blur"), out, cfg, progress=False).run()
+    with pytest.raises(EvalError, match="holds outputs of another run.*method: folder has 'blur', this run 'identity'"):
+        Evaluation(corpus, get_method("identity"), out, cfg, progress=False).run()
+
+
+def test_log_rows_of_another_input_are_redone(tiny_corpus, tmp_path):
+    corpus = load_corpus(tiny_corpus)
+    out = tmp_path / "y"
+    cfg = EvalConfig(tasks=["classification"], limit=4)
+    Evaluation(corpus, get_method("blur"), out, cfg, progress=False).run()
+    rows = [json.loads(l) for l in (out / "outputs.jsonl").read_text().splitlines()]
+    rows[0]["input_sha256"] = "0" * 64  # as if that photo had changed since
+    (out / "outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ev = Evaluation(corpus, get_method("blur"), out, cfg, progress=False)
+    res = ev.run()
+    assert res.timings["anonymize"].images == 1  # only that sample was redone, and timed
+
+
+def test_a_tampered_corpus_is_refused(corpus_copy, tmp_path):
+    from mema.evaluation.integrity import IntegrityError
+
+    corpus = load_corpus(corpus_copy)
+    victim = corpus.image_path(corpus.split("test")[0])
+    data = bytearray(victim.read_bytes())
+    data[-20] ^= 1
+    victim.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="differs from its record"):
+        Evaluation(load_corpus(corpus_copy), get_method("identity"), tmp_path / "o", EvalConfig(), progress=False)
+
+
+def test_edited_metadata_is_refused_and_never_reported_under_the_registered_name(corpus_copy, tmp_path):
+    from mema.corpus.store import write_index, load_info
+    from mema.evaluation.integrity import IntegrityError
+
+    meta = corpus_copy / "test" / "metadata.jsonl"
+    lines = meta.read_text().splitlines()
+    row = json.loads(lines[0])
+    row["age"] = (row["age"] or 30) + 1
+    meta.write_text("\n".join([json.dumps(row)] + lines[1:]) + "\n")
+    with pytest.raises(IntegrityError, match="metadata was edited"):
+        Evaluation(load_corpus(corpus_copy), get_method("identity"), tmp_path / "o", EvalConfig(), progress=False)
+    # Consistently re-indexed under the registered name: still refused.
+    from mema.corpus.store import parse_metadata
+
+    records = [r for s in ("train", "dev", "val", "test", "gallery") for r in parse_metadata(corpus_copy / s / "metadata.jsonl")[0]]
+    info = load_info(corpus_copy)
+    write_index(corpus_copy, records, name=info.name, version=info.version, description=info.description, licence=info.licence,
+                research_only=True, builder=info.builder)
+    with pytest.raises(IntegrityError, match="not the registered"):
+        Evaluation(load_corpus(corpus_copy), get_method("identity"), tmp_path / "o2", EvalConfig(), progress=False)
+
+
+def test_val_is_never_scored(tiny_corpus, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mema.cli.eval", "--method", "identity", "--dataset", str(tiny_corpus), "--split", "val",
+                        "--quiet", "--out", str(tmp_path / "v")], capture_output=True, text=True)
+    assert r.returncode == 2 and "val" in r.stderr and "calibrat" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_method_failure_is_one_line_and_the_run_resumes(tiny_corpus, tmp_path):
+    out = tmp_path / "crash"
+    cmd = [sys.executable, "-m", "mema.cli.eval", "--method", "tests.toy_methods:Crashes", "--dataset", str(tiny_corpus),
+           "--quiet", "--out", str(out), "--tasks", "classification", "--batch-size", "4"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "method crashes failed in outputs on samples" in r.stderr and "out of cheese" in r.stderr
+    assert len((out / "outputs.jsonl").read_text().splitlines()) == 4  # the first batch was kept
+    r = subprocess.run(cmd, capture_output=True, text=True)  # a fresh process: the method works again
+    assert r.returncode == 0, r.stderr
+
+
+def test_noise_protects_but_the_gate_says_it_is_no_face(tiny_corpus, tmp_path):
+    corpus = load_corpus(tiny_corpus)
+    res = Evaluation(corpus, get_method("tests.toy_methods:Noise"), tmp_path / "n", EvalConfig(tasks=["identity"]), progress=False).run()
+    m = res.metrics
+    assert m["gate.face_detected_rate"].value == 0.0 and "originals: 16 of 16" in m["gate.face_detected_rate"].note
+    assert m["privacy.worst_case_protection_face"].value is None
+
+
+def test_every_attacker_runs_and_the_worst_case_is_their_minimum(identity_run):
+    _, res = identity_run
+    m = res.metrics
+    attackers = {k.split(".", 2)[2]: v.value for k, v in m.items() if k.startswith("privacy.protection.") and v.value is not None}
+    assert {"sface", "dlib-resnet", "periocular", "linkability", "same-key", "adaptive", "deanon"} <= set(attackers)
+    assert m["privacy.worst_case_protection"].value == pytest.approx(min(attackers.values()))
+    assert m["gate.face_detected_rate"].value == 1.0  # the identity method keeps every face
+    assert res.evaluators["recognisers"]["attacker_set"]["split"] == "train"

@@ -110,3 +110,25 @@ class FragileBlend(KeyedBlend):
 
     info = MethodInfo(name="fragile-blend", version="0", reversible=True, key_scheme="mema-key-v1", licence="Apache-2.0")
     alpha = 0.95
+
+
+class Noise:
+    """Replaces every face with noise: protects trivially and is not a face (the gate must say so)."""
+
+    info = MethodInfo(name="noise", version="0", licence="none")
+
+    def anonymize(self, images, key=None):
+        return np.random.default_rng(0).integers(0, 256, images.shape).astype(np.uint8)
+
+
+class Crashes:
+    """Fails on the second batch: the harness must name method, stage and samples in one line, and resume."""
+
+    info = MethodInfo(name="crashes", version="0", licence="none")
+    calls = 0
+
+    def anonymize(self, images, key=None):
+        type(self).calls += 1
+        if type(self).calls == 2:
+            raise RuntimeError("out of cheese")
+        return images

@@ -1,4 +1,7 @@
-"""``mema-train rofi``: train the ROFI baseline on a MeMa corpus.
+"""``mema-train rofi``: train the ROFI baseline on a MeMa corpus;
+``mema-train evaluators``: train a corpus's reference evaluators (and export them as a shipped bundle).
+
+    mema-train evaluators --dataset PATH [--seed 0] [--export DIR]
 
     mema-train rofi --dataset mini --output_dir runs/rofi-train [--seed 0] [--mixed_precision fp16]
                     [--identity_steps N] [--detector_steps N] [--translator_steps N] [--translator_depth 6]
@@ -27,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="mema-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", choices=["rofi"], help="what to train")
+    p.add_argument("model", choices=["rofi", "evaluators"], help="what to train")
     p.add_argument("--dataset", default="mini", help="corpus folder or preset name (default mini)")
-    p.add_argument("--output_dir", type=Path, required=True)
+    p.add_argument("--output_dir", type=Path, help="rofi: the run folder (required)")
+    p.add_argument("--export", type=Path, help="evaluators: also write the frozen bundle to this folder")
+    p.add_argument("--device", default=None, help="evaluators: cpu or cuda (default: cuda when available)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=d.mixed_precision)
     p.add_argument("--identity_steps", type=int, default=d.identity_steps)
@@ -44,9 +49,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _train_evaluators(args) -> int:
+    from mema.cli.data import resolve_dataset
+    from mema.corpus.store import CorpusError, load_corpus
+    from mema.evaluators.bundle import export_bundle
+    from mema.evaluators.train_all import train_evaluators
+
+    try:
+        corpus = load_corpus(resolve_dataset(args.dataset))
+    except CorpusError as exc:
+        print(f"mema-train: {exc}", file=sys.stderr)
+        return 2
+    if args.export is not None and args.export.exists() and any(args.export.iterdir()):
+        print(f"mema-train: {args.export} is not empty; choose a new folder for the bundle", file=sys.stderr)
+        return 2
+    record = train_evaluators(corpus, seed=args.seed, device=args.device or runtime.default_device(), progress=not args.quiet)
+    if args.export is not None:
+        from pathlib import Path as _P
+
+        export_bundle(_P(record["folder"]), args.export, corpus.info, {k: v for k, v in record.items() if k != "folder"})
+        print(f"bundle written to {args.export}")
+    print(json.dumps({k: v for k, v in record.items() if k != "folder"}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runtime.set_torch_threads()
+    if args.model == "evaluators":
+        return _train_evaluators(args)
+    if args.output_dir is None:
+        print("mema-train rofi: --output_dir is required", file=sys.stderr)
+        return 2
     from pydantic import ValidationError
 
     from mema.baselines.rofi.config import ROFIConfig

@@ -282,6 +282,7 @@ class Evaluation:
         wrong = {r.id: self._load("wrongkey", r) for r in self.records} if reversible else None
         if "classification" in self.cfg.tasks:
             evaluators["classifier"] = self._classification(outputs, restored, metrics, breakdowns, per_sample)
+        evaluators["bundle"] = self.ref.bundle or {"bundle": None, "note": "evaluators trained on this machine (no shipped bundle)"}
         detected = self._gate(outputs, metrics, per_sample, evaluators)
         if "identity" in self.cfg.tasks:
             from mema.evaluation.privacy import PrivacySuite

@@ -31,6 +31,15 @@ ATTACKER_KEY_SEED = 7_000_002  # the attacker's own key for keyed methods (never
 ATTACK_VERSION = "1"  # bump when an attacker's training changes: cached attackers are keyed by it
 ATTACK_IDENTITIES = 300  # attacker identities (train split) at most; each contributes up to 2 outputs
 ZOO = ("sface", "dlib-resnet", "periocular")
+# Schedules overridable for quick pipeline tests (tests/conftest.py); the defaults are what results report.
+FINETUNE_EPOCHS = "MEMA_ATTACK_FINETUNE_EPOCHS"
+DEANON_EPOCHS = "MEMA_DEANON_EPOCHS"
+
+
+def _epochs(var: str, default: int) -> int:
+    import os
+
+    return int(os.environ.get(var, default))
 
 
 @dataclass
@@ -387,7 +396,7 @@ class PrivacySuite:
                 labels = np.concatenate([a_ids, np.array([r.identity for r in arecs])])
                 init = {k: v.clone() for k, v in base.net.state_dict().items()}
                 torch.set_num_threads(max(1, torch.get_num_threads()))
-                net, report = train_periocular(np.stack(crops), labels, epochs=4, lr=5e-4, seed=ev.cfg.seed, init=init,
+                net, report = train_periocular(np.stack(crops), labels, epochs=_epochs(FINETUNE_EPOCHS, 4), lr=5e-4, seed=ev.cfg.seed, init=init,
                                                device=ev.device, progress=ev.progress)
                 atomic_write_bytes(path, state_bytes(net))
                 (path.with_suffix(".json")).write_text(json.dumps(report.__dict__, indent=1))
@@ -418,7 +427,8 @@ class PrivacySuite:
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             net.eval()
         else:
-            net, report = train_deanon(np.asarray(aouts), np.stack(aorigs), seed=ev.cfg.seed, device=ev.device, progress=ev.progress)
+            net, report = train_deanon(np.asarray(aouts), np.stack(aorigs), epochs=_epochs(DEANON_EPOCHS, 12), seed=ev.cfg.seed,
+                                       device=ev.device, progress=ev.progress)
             import io
 
             buf = io.BytesIO()

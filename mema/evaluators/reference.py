@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -39,11 +40,31 @@ def _save_npz(path: Path, **arrays) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+EVALUATORS_VERSION = "2"  # bump when a reference evaluator's recipe changes: cached evaluators are keyed by it
+
+
+def cache_key(corpus: Corpus) -> str:
+    """Everything the cached evaluators depend on: corpus (name, version, manifest), recipe version, libraries."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    libs = []
+    for dist in ("torch", "mediapipe", "onnxruntime", "opencv-contrib-python", "dlib-bin", "nnunetv2", "numpy"):
+        try:
+            libs.append(f"{dist}={version(dist)}")
+        except PackageNotFoundError:
+            libs.append(f"{dist}=none")
+    digest = hashlib.sha256(f"{EVALUATORS_VERSION}|{'|'.join(libs)}".encode()).hexdigest()[:8]
+    return f"{corpus.fingerprint}-e{EVALUATORS_VERSION}-{digest}"
+
+
 class ReferenceEvaluators:
     def __init__(self, corpus: Corpus, *, progress: bool = True, device: str = "cpu"):
+        from mema.evaluators.bundle import install
+
         self.corpus = corpus
-        self.folder = evaluator_home() / corpus.fingerprint
+        self.folder = evaluator_home() / cache_key(corpus)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.bundle = install(self.folder, corpus.info)  # the shipped, frozen evaluators of a registered corpus
         self.progress = progress
         self.device = device
         self._landmarks: dict[str, np.ndarray] | None = None

@@ -1,0 +1,117 @@
+"""Frozen, shipped reference evaluators: one bundle per registered corpus, so every submitter has the same judges.
+
+A bundle (``mema/evaluators/shipped/<name>-<version>/``) holds what a corpus's evaluation needs beyond the
+pretrained zoo: the disease classifier, the nnU-Net lesion segmenter (weights without optimizer state),
+the periocular recogniser, the calibrated same-person thresholds and the reference embeddings of the
+dev/val/test/gallery photos (which take the longest to compute). ``bundle.json`` lists every file with its
+sha256 and the corpus manifest it was made from; ``bundle.json`` itself is an entry of the weights
+manifest, so loading a bundle checks the manifest hash of ``bundle.json`` and then each file against it.
+On first use a verified bundle is copied into the evaluator cache, where the harness reads it as if it had
+trained the evaluators itself; results record the bundle's hash, and the leaderboard refuses an entry scored
+with other evaluators.
+
+``mema-train evaluators --dataset PATH`` trains the same set for any corpus (seeded; the seeds and library
+versions are recorded), and ``--export DIR`` writes a bundle from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+SHIPPED = Path(__file__).parent / "shipped"
+BUNDLE_JSON = "bundle.json"
+SEGMENTER_DIR = "nnunet-eyes"
+FILES = ("classifier.pt", "classifier.json", "periocular.pt", "periocular.json", "thresholds.json",
+         "embeddings_sface.npz", "embeddings_dlib-resnet.npz", "embeddings_periocular.npz")
+SEGMENTER_FILES = ("segmenter.json", "results/Dataset501_MeMaSeg/nnUNetTrainer__nnUNetPlansCPU__2d/plans.json",
+                   "results/Dataset501_MeMaSeg/nnUNetTrainer__nnUNetPlansCPU__2d/dataset.json",
+                   "results/Dataset501_MeMaSeg/nnUNetTrainer__nnUNetPlansCPU__2d/dataset_fingerprint.json",
+                   "results/Dataset501_MeMaSeg/nnUNetTrainer__nnUNetPlansCPU__2d/fold_all/checkpoint_final.pth")
+
+
+class BundleError(RuntimeError):
+    pass
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def manifest_name(name: str, version: str) -> str:
+    return "evaluators_" + f"{name}_{version}".replace("-", "_").replace(".", "_")
+
+
+def shipped_dir(name: str, version: str) -> Path:
+    return SHIPPED / f"{name}-{version}"
+
+
+def bundle_files(folder: Path) -> list[str]:
+    files = [f for f in FILES if (folder / f).exists()]
+    if (folder / SEGMENTER_DIR / "segmenter.json").exists():
+        files += [f"{SEGMENTER_DIR}/{f}" for f in SEGMENTER_FILES]
+    return files
+
+
+def export_bundle(cache: Path, dest: Path, corpus_info, training: dict) -> dict:
+    """Copy a trained evaluator folder's frozen files to ``dest`` and write ``bundle.json``."""
+    import torch
+
+    dest.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for rel in bundle_files(cache):
+        src, out = cache / rel, dest / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith("checkpoint_final.pth"):  # inference needs the weights, not the optimizer
+            ckpt = torch.load(src, map_location="cpu", weights_only=False)
+            ckpt.pop("optimizer_state", None)
+            ckpt.pop("grad_scaler_state", None)
+            torch.save(ckpt, out)
+        else:
+            shutil.copy2(src, out)
+        files[rel] = _sha(out)
+    body = {"corpus": {"name": corpus_info.name, "version": corpus_info.version, "manifest_sha256": corpus_info.manifest_sha256},
+            "files": files, "training": training}
+    (dest / BUNDLE_JSON).write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    return body
+
+
+def load_shipped(corpus_info) -> tuple[Path, dict] | None:
+    """(folder, bundle.json) of the verified shipped bundle for this corpus, or None when none ships."""
+    from mema.weights import WeightsError, entry, weight_path
+
+    folder = shipped_dir(corpus_info.name, corpus_info.version)
+    if not (folder / BUNDLE_JSON).exists():
+        return None
+    try:
+        entry(manifest_name(corpus_info.name, corpus_info.version))
+    except WeightsError:
+        raise BundleError(f"{folder / BUNDLE_JSON} is not listed in the weights manifest; it cannot be trusted") from None
+    path = weight_path(manifest_name(corpus_info.name, corpus_info.version))  # checks the manifest sha256
+    body = json.loads(path.read_text())
+    if body["corpus"]["manifest_sha256"] != corpus_info.manifest_sha256:
+        return None  # made for another build of this name: the corpus check refuses it elsewhere
+    for rel, want in body["files"].items():
+        got = _sha(folder / rel) if (folder / rel).exists() else "missing"
+        if got != want:
+            raise BundleError(f"shipped evaluator {folder.name}/{rel}: sha256 {got[:12]}... differs from bundle.json ({want[:12]}...); "
+                              "restore it from the repository")
+    return folder, body
+
+
+def install(cache: Path, corpus_info) -> dict | None:
+    """Copy the verified shipped bundle into ``cache`` (once); returns its record for results, or None."""
+    shipped = load_shipped(corpus_info)
+    if shipped is None:
+        return None
+    folder, body = shipped
+    stamp = cache / BUNDLE_JSON
+    if not stamp.exists() or json.loads(stamp.read_text()) != body:
+        for rel in body["files"]:
+            (cache / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / rel, cache / rel)
+        shutil.copy2(folder / BUNDLE_JSON, stamp)
+    return {"bundle": f"{corpus_info.name}-{corpus_info.version}", "sha256": _sha(folder / BUNDLE_JSON),
+            "files": body["files"]}
