@@ -195,6 +195,8 @@ def collect(board: Board) -> list[Section]:
     for item, entry in board.active():
         row = _row(item, entry, board.latest_verification(item.sha256))
         groups.setdefault((entry.corpus.name, entry.corpus.version, entry.suite_version), []).append(row)
+    # The current suite: the installed one, or a newer one entries were already measured with.
+    newest_suite = max([SUITE_VERSION] + [suite for _, _, suite in groups], key=_version_key)
     sections = []
     for (name, version, suite), rows in groups.items():
         for cat in CATEGORIES:
@@ -203,7 +205,7 @@ def collect(board: Board) -> list[Section]:
                                  -(r.values["kappa"] if r.values["kappa"] is not None else -2), r.entry.method.name))
         newest = max(known_corpora().get(name, {version: ""}), key=_version_key)
         reasons = ([f"{name} {newest} is the current corpus version"] if version != newest else []) + \
-                  ([f"measured by suite {suite}; the installed suite is {SUITE_VERSION}"] if suite != SUITE_VERSION else [])
+                  ([f"measured by suite {suite}; the current suite is {newest_suite}"] if suite != newest_suite else [])
         e = rows[0].entry
         sections.append(Section(name, version, suite, e.split, e.n_samples, e.corpus.manifest_sha256, not reasons,
                                 "; ".join(reasons), rows))

@@ -163,7 +163,10 @@ def git_index_history(board: Board) -> list[tuple[str, Index]]:
         rel = board.index_path.resolve().relative_to(top).as_posix()
     except ValueError:
         raise HistoryUnavailable(f"{board.index_path} is outside the git checkout {top}; {NO_HISTORY_HINT}") from None
-    revs = git("log", "--format=%H", "--", f":(top,literal){rel}", cwd=top).split()
+    try:
+        revs = git("log", "--format=%H", "--", f":(top,literal){rel}", cwd=top).split()
+    except subprocess.CalledProcessError:  # e.g. a repository without any commit yet
+        revs = []
     if not revs:
         raise HistoryUnavailable(f"no commit of {rel} in {top}: commit the board first; {NO_HISTORY_HINT}")
     out = []
