@@ -4,8 +4,8 @@ Chromium loads a page from a file:// URL with networking disabled, runs its scri
 resulting DOM. :func:`check_page` asks the board for a ``#sort=`` order and confirms the script ran,
 the table rows came out in that order, and every entry is drawn in the privacy-utility plot.
 :func:`layout_problems` measures where the browser put the text of any page (the board, a run's
-``report.html``): every line of text must lie inside its box, every SVG text inside its SVG, and no two
-SVG texts may overlap. :func:`screenshot` takes a PNG of a page.
+``report.html``): every line of text must lie inside its box, every SVG text inside its SVG, no two
+SVG texts may overlap, and nothing may need sideways scrolling. :func:`screenshot` takes a PNG of a page.
 """
 
 from __future__ import annotations
@@ -78,12 +78,16 @@ LAYOUT_JS = r"""
       const s = getComputedStyle(a);
       if ((s.overflowX === 'hidden' || s.overflowX === 'clip') && a.scrollWidth > a.clientWidth + 1) return a; }
     return null; };
+  if (OPEN_DETAILS) document.querySelectorAll('details').forEach(d => { d.open = true; });  // measure what a reader can unfold
   let texts = 0, svgTexts = 0;
   const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let t = walk.nextNode(); t; t = walk.nextNode()) {
     const s = t.textContent.trim();
     const el = t.parentElement;
     if (!s || el.closest('script,style,title,svg')) continue;
+    const d = el.closest('details');  // the body of a closed <details> is laid out but not shown
+    if (d && !d.open && !el.closest('summary')) continue;
+    if (el.checkVisibility && !el.checkVisibility({visibilityProperty: true})) continue;
     const range = document.createRange(); range.selectNodeContents(t);
     const rects = Array.from(range.getClientRects()).filter(r => r.width > 0.5 && r.height > 0.5);
     if (!rects.length) continue;  // not drawn (e.g. inside a closed <details>)
@@ -92,7 +96,7 @@ LAYOUT_JS = r"""
     const out = rects.find(r => !inside(r, b));
     if (out) problems.push({kind: 'text outside its box', text: s.slice(0, 60), rect: R(out), box: R(b), tag: box.tagName.toLowerCase()});
     const c = clipped(box);
-    if (c) problems.push({kind: 'text clipped by an overflow:hidden box', text: s.slice(0, 60), tag: c.tagName.toLowerCase()});
+    if (c) problems.push({kind: 'text clipped by its overflow-hidden box', text: s.slice(0, 60), tag: c.tagName.toLowerCase()});
   }
   document.querySelectorAll('svg').forEach((svg, k) => {
     const sb = svg.getBoundingClientRect();
@@ -111,15 +115,24 @@ LAYOUT_JS = r"""
     if (!img.complete || img.naturalWidth === 0) problems.push({kind: 'image not loaded', text: img.alt});
     else if (!inside(r, b)) problems.push({kind: 'image outside its box', text: img.alt, rect: R(r), box: R(b)});
   });
+  document.querySelectorAll('*').forEach(e => {  // a table that needs sideways scrolling is not read at a glance
+    const s = getComputedStyle(e);
+    if ((s.overflowX === 'auto' || s.overflowX === 'scroll') && e.scrollWidth > e.clientWidth + 1)
+      problems.push({kind: 'box scrolls sideways', text: (e.textContent || '').trim().slice(0, 40), rect: [0, 0, e.scrollWidth, 0], box: [0, 0, e.clientWidth, 0]});
+  });
+  const page = document.documentElement;
+  if (page.scrollWidth > window.innerWidth + 1)
+    problems.push({kind: 'page wider than the window', text: '', rect: [0, 0, page.scrollWidth, 0], box: [0, 0, window.innerWidth, 0]});
   document.documentElement.dataset.layout = JSON.stringify({texts, svgTexts, svgs: document.querySelectorAll('svg').length, problems});
 })();
 """
 
 
-def measure_layout(page: Path, browser: str | None = None, window: tuple[int, int] = WINDOW) -> dict:
-    """Load a copy of ``page`` with :data:`LAYOUT_JS` appended; returns {texts, svgTexts, svgs, problems}."""
+def measure_layout(page: Path, browser: str | None = None, window: tuple[int, int] = WINDOW, open_details: bool = True) -> dict:
+    """Load a copy of ``page`` with :data:`LAYOUT_JS` appended; returns {texts, svgTexts, svgs, problems}.
+    With ``open_details``, every ``<details>`` is opened first, so its content is measured too."""
     text = Path(page).read_text()
-    probe = f"<script>{LAYOUT_JS}</script>"
+    probe = f"<script>const OPEN_DETAILS = {'true' if open_details else 'false'};{LAYOUT_JS}</script>"
     text = text.replace("</body>", probe + "</body>") if "</body>" in text else text + probe
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / Path(page).name  # beside nothing: the pages are self-contained
@@ -140,9 +153,9 @@ def measure_layout(page: Path, browser: str | None = None, window: tuple[int, in
     return json.loads(parser.layout)
 
 
-def layout_problems(page: Path, browser: str | None = None, window: tuple[int, int] = WINDOW) -> list[str]:
+def layout_problems(page: Path, browser: str | None = None, window: tuple[int, int] = WINDOW, open_details: bool = True) -> list[str]:
     """One line per text outside its box, SVG text outside its plot, or pair of overlapping SVG texts."""
-    info = measure_layout(page, browser, window)
+    info = measure_layout(page, browser, window, open_details)
     out = []
     for p in info["problems"]:
         where = f" at {p['rect']} (box {p['box']})" if "rect" in p else ""

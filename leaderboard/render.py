@@ -332,13 +332,15 @@ def render_markdown(board: Board) -> str:
 
 # --- HTML ---------------------------------------------------------------------------------------
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1400px;color:#222;padding:0 1em}
-.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:13px;margin:.5em 0 1em}
-th,td{padding:4px 7px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
-th{cursor:pointer;background:#f4f4f4;user-select:none;font-weight:600}th.sorted-desc::after{content:" ▼"}th.sorted-asc::after{content:" ▲"}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1500px;color:#222;padding:0 1em}
+.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12px;margin:.5em 0 1em;
+  font-family:'Segoe UI',Roboto,'Helvetica Neue','Liberation Sans',Arial,sans-serif}
+th,td{padding:3px 5px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
+th{cursor:pointer;background:#f4f4f4;user-select:none;font-weight:600;min-width:3.5em}
+th.sorted-desc::after{content:" ▼"}th.sorted-asc::after{content:" ▲"}
 td:first-child,th:first-child,td.restoration{text-align:left}.frontier td:first-child{font-weight:bold}
-td small.ci{display:block;color:#666;font-size:11px;white-space:nowrap}td.method small{display:block}
-.verified{color:#1a7f37}.mismatch{color:#b42318}.claimed{color:#777}details{margin:.3em 0}small{color:#666}
+td small.ci{display:block;color:#666;font-size:10px;white-space:nowrap}td.method small{display:block;font-weight:normal}
+td.restoration{max-width:11em}.verified{color:#1a7f37}.mismatch{color:#b42318}.claimed{color:#777}details{margin:.3em 0}small{color:#666}
 .history{color:#555}h4{margin:1.2em 0 .2em}.plot{max-width:100%;overflow-x:auto}
 """
 

@@ -251,6 +251,19 @@ def test_a_sealed_restore_is_attacked_black_box_and_the_gradient_attacks_are_rep
     assert saved.invalid["bim"].control.tensor_images_matching == 0
 
 
+def test_rofi_restore_tensor_is_not_its_restore_so_its_gradient_attacks_are_invalid(setup):
+    """ROFI's restore() opens the sealed original; restore_tensor is the restorer network. The gradient
+    attacks would measure the network, which the right key never uses: invalid, and black-box instead."""
+    _, judge, faces, train = setup
+    cfg = SMALL.model_copy(update={"attacks": ["universal_key", "bim"], "universal_keys": "shared"})
+    res = run_key_security(get_method("rofi"), KEY, faces, train, judge, cfg, progress=False)
+    assert set(res.invalid) == {"universal_key", "bim"}, res.invalid
+    assert all("restore_tensor does not reproduce restore()" in inv.reason for inv in res.invalid.values())
+    assert res.invalid["bim"].control.same_person_rate == 1.0  # the sealed original does come back
+    assert res.universal_key_black_box is not None and res.bim_black_box is not None
+    assert res.metrics()["key_security.universal_key.protection_rate"].value is None
+
+
 def test_skips_are_reported_with_their_reason(setup, tiny_corpus):
     corpus, judge, faces, train = setup
     cfg = SMALL.model_copy(update={"attacks": ["universal_key", "bim"]})

@@ -61,14 +61,14 @@ def _candidates(px: float, py: float):
     """(x, y, anchor, leader) positions around a point, nearest first."""
     for r, leader in ((1, False), (2.2, True), (3.6, True)):
         d = 8 * r
-        yield px + d, py + 4, "start", leader
-        yield px - d, py + 4, "end", leader
-        yield px, py - d, "middle", leader
-        yield px, py + d + 9, "middle", leader
-        yield px + 0.7 * d, py - 0.7 * d, "start", leader
-        yield px + 0.7 * d, py + 0.7 * d + 9, "start", leader
-        yield px - 0.7 * d, py - 0.7 * d, "end", leader
-        yield px - 0.7 * d, py + 0.7 * d + 9, "end", leader
+        yield px + d, py + 4, "start", leader  # right
+        yield px - d, py + 4, "end", leader  # left
+        yield px + d, py + d + 7, "start", leader  # right, below
+        yield px - d, py + d + 7, "end", leader  # left, below
+        yield px + d, py - d, "start", leader  # right, above
+        yield px - d, py - d, "end", leader  # left, above
+        yield px, py - d, "middle", leader  # above
+        yield px, py + d + 9, "middle", leader  # below
 
 
 def scatter_svg(points: list[Point], *, x_label: str, y_label: str, width: int = 720, height: int = 440,
@@ -113,7 +113,7 @@ def scatter_svg(points: list[Point], *, x_label: str, y_label: str, width: int =
         el.append(f'<polyline class="frontier-line" points="{d}" fill="none" stroke="{highlight_colour}" stroke-width="1.5" stroke-dasharray="4 3"/>')
 
     # Obstacles: every marker, then each label as it is placed.
-    taken = [_Box(sx(p.x) - 7, sy(p.y) - 7, sx(p.x) + 7, sy(p.y) + 7) for p in points]
+    taken = [_Box(sx(p.x) - 6, sy(p.y) - 6, sx(p.x) + 6, sy(p.y) + 6) for p in points]
     area = _Box(ml + 1, mt + 1, ml + pw - 1, mt + ph - 1)
     column = _Box(ml + pw + 6, mt, width - 2, mt + ph)
     placed: dict[int, tuple[float, float, str, bool]] = {}
