@@ -7,6 +7,7 @@ costs seconds and can fail for reasons that have nothing to do with the version)
 from __future__ import annotations
 
 import platform
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
 NOT_INSTALLED = "not installed"
@@ -35,18 +36,26 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _installed(dists: tuple[str, ...]) -> str:
+# A module's own version can be more exact than its metadata (torch's "+cu130" build tag); it is used
+# when that module is already loaded and agrees with the metadata.
+MODULES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "opencv": "cv2", "onnxruntime": "onnxruntime"}
+
+
+def _installed(name: str, dists: tuple[str, ...]) -> str:
     for dist in dists:
         try:
             v = version(dist)
         except PackageNotFoundError:
             continue
+        loaded = str(getattr(sys.modules.get(MODULES.get(name, "")), "__version__", ""))
+        if loaded.startswith(v + "+"):
+            v = loaded
         return v if dist == dists[0] else f"{v} ({dist})"  # an alternative build is named
     return NOT_INSTALLED
 
 
 def library_versions() -> dict[str, str]:
     """name -> installed version (``"not installed"`` when absent), plus ``python``; sorted by name."""
-    out = {name: _installed(dists) for name, dists in LIBRARIES.items()}
+    out = {name: _installed(name, dists) for name, dists in LIBRARIES.items()}
     out["python"] = platform.python_version()
     return dict(sorted(out.items()))
