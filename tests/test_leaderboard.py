@@ -17,7 +17,7 @@ from mema.corpus.store import load_corpus, load_info
 from mema.evaluation.harness import EvalConfig, Evaluation
 from mema.evaluation.results import Metric
 from mema.leaderboard import schema as schema_mod
-from mema.leaderboard.board import Board, BoardError, adaptive_from_results, entry_from_results, load_results
+from mema.leaderboard.board import BOARD_DIR, CARD_FIELDS, Board, BoardError, adaptive_from_results, entry_from_results, load_results
 from mema.leaderboard.render import collect, render, render_markdown, splice_readme
 from mema.leaderboard.schema import Entry, Index, Verification, known_corpora
 from mema.leaderboard.validate import (HistoryUnavailable, compare_with_previous, default_readme, git_index_history, history_problems,
@@ -230,7 +230,8 @@ def _forge(b, name, sface):
     results.metrics["identity.sface.protection_rate"] = Metric(value=sface, n=200, ci95=(sface - 0.01, min(1.0, sface + 0.01)))
     raw = bf.raw(results)
     res_path.write_bytes(raw)
-    entry = entry_from_results(results, raw, {"code_url": old.method.code_url}, submitted=old.submitted)
+    card = {k: getattr(old.method, k) for k in CARD_FIELDS}
+    entry = entry_from_results(results, raw, card, old.adaptive, submitted=old.submitted)
     (b.root / "entries" / name).write_text(entry.model_dump_json(indent=2, exclude_none=False) + "\n")
     index = json.loads(b.index_path.read_text())
     for item in index["entries"]:
@@ -257,6 +258,23 @@ def test_a_forged_figure_is_caught_only_by_the_history_check(repo):
     assert r.returncode == 1 and "entries are never removed" in r.stderr
     # With the history check switched off the forgery passes: the check is what catches it.
     assert _cli("--board", str(b.root), "validate", "--readme", str(readme), "--no-history").returncode == 0
+
+
+def test_forging_a_copy_of_the_committed_board_is_caught(tmp_path):
+    """The same forgery on a git copy of this repository's board: rofi's SFace protection raised everywhere."""
+    root = tmp_path / "copy"
+    shutil.copytree(BOARD_DIR, root / "leaderboard", ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    shutil.copy(BOARD_DIR.parent / "README.md", root / "README.md")
+    bf.git(root, "init", "-q")
+    bf.commit_all(root, "the board as committed")
+    b, readme = Board(root / "leaderboard"), root / "README.md"
+    assert rendered_problems(b, readme) == [] and len(git_index_history(b)) == 1
+    _forge(b, "rofi__mema-mini-1.0.json", 0.999)
+    _render(b, readme)
+    bf.commit_all(root, "forged")
+    assert validate_board(b) == [] and rendered_problems(b, readme) == []
+    r = _cli("--board", str(b.root), "validate")
+    assert r.returncode == 1 and "rofi__mema-mini-1.0.json" in r.stderr and "is gone or changed" in r.stderr, r.stderr
 
 
 def test_a_deleted_entry_is_caught_by_the_history_check(repo):
