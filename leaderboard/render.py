@@ -116,10 +116,11 @@ def worst_protection(metrics: dict[str, float | None]) -> float | None:
 
 
 def _attackers(entry: Entry) -> tuple[dict[str, Fig], bool]:
-    """Per-attacker protection; True when only the whole-face recognisers of older suites are there."""
+    """Per-attacker protection; True when the entry has no attacker zoo (only the whole-face recognisers
+    of older suites, and any adaptive attacker added at submission)."""
     m = entry.metrics
     out = {k.removeprefix("privacy.protection."): Fig.of(v) for k, v in m.items() if k.startswith("privacy.protection.")}
-    partial = not out
+    partial = not out and "privacy.worst_case_protection" not in m
     for r in RECOGNISERS:  # older suites: the recognisers' own figures
         if r not in out and f"identity.{r}.protection_rate" in m:
             out[r] = Fig.of(m[f"identity.{r}.protection_rate"])
@@ -127,7 +128,6 @@ def _attackers(entry: Entry) -> tuple[dict[str, Fig], bool]:
         vals = {k: v for k, v in a.metrics.items() if k.startswith("identity.") and k.endswith(".protection_rate") and v.value is not None}
         if vals:
             out[f"adaptive:{a.attacker}"] = Fig.of(min(vals.values(), key=lambda v: v.value))
-            partial = False
     return {k: v for k, v in out.items() if v is not None and v.value is not None}, partial
 
 
@@ -141,9 +141,8 @@ def _row(item, entry: Entry, verification: Verification | None) -> Row:
         worst = row.attackers.get(weakest) if weakest else None
     elif weakest and row.attackers[weakest].value < worst.value:  # an adaptive attacker did better
         worst = row.attackers[weakest]
-    row.worst_attacker = weakest
-    if "privacy.worst_case_protection" in m:
-        row.partial = False
+    # the attacker the worst case comes from, when the per-attacker figures show it (else its note says)
+    row.worst_attacker = weakest if weakest and worst is not None and row.attackers[weakest].value == worst.value else None
     face = Fig.of(m.get("gate.face_detected_rate"))
     row.face_source = "gate" if face is not None else None
     if face is None and "geometry.face_detected_rate" in m:  # older suites: MediaPipe, the landmarker
@@ -292,8 +291,9 @@ def _restoration_text(r: Row) -> str:
 def _footnotes(section: Section) -> list[str]:
     notes = []
     if any(r.partial for r in section.rows):
-        notes.append(f"{PARTIAL_MARK} worst case over the 2 whole-face recognisers only (SFace, dlib ResNet): this suite had "
-                     "no periocular, adaptive or linkability attacker, so the figure overstates protection.")
+        notes.append(f"{PARTIAL_MARK} worst case over the 2 whole-face recognisers only (SFace, dlib ResNet; and any adaptive "
+                     "attacker named in the details): this suite had no periocular, de-anonymization or linkability attacker, "
+                     "so the figure overstates protection.")
     if any(r.face_source == "mediapipe" for r in section.rows):
         notes.append(f"{MEDIAPIPE_MARK} face detected by MediaPipe (the landmarker several methods use), not the independent "
                      "detector of the face-presence gate.")

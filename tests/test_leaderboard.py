@@ -413,7 +413,8 @@ def test_an_adaptive_attacker_lowers_the_worst_case(tmp_path):
     b = Board(tmp_path / "b")
     b.submit(entry, bf.raw(base))
     (row,) = collect(b)[0].rows
-    assert row.figs["protection"].value == 0.40 and row.worst_attacker == "adaptive:finetuned" and not row.partial
+    assert row.figs["protection"].value == 0.40 and row.worst_attacker == "adaptive:finetuned" and row.partial
+    assert "finetuned (adaptive) (%)" in render_markdown(b)
 
 
 def test_schema_checks_the_new_figures():
