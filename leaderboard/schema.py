@@ -43,11 +43,35 @@ BOARD_METRICS = (
     "reversibility.sface.same_person_rate_restored",
     "reversibility.sface.wrong_key_protection_rate",
     "reversibility.dlib-resnet.wrong_key_protection_rate",
+    # the face-presence gate and the attacker zoo (docs/leaderboard.md, "Figures")
+    "privacy.worst_case_protection",
+    "privacy.worst_case_protection_face",
+    "gate.face_detected_rate",
+    "gate.realism",
+)
+# Per-attacker protections and the learned restorer's figures are named by pattern (any attacker name).
+BOARD_PATTERNS = (r"^privacy\.protection\.[a-z0-9][a-z0-9_.-]*$", r"^reversibility\.learned\.")
+# The attackers whose protection an entry may list as privacy.protection.<attacker>, in column order;
+# other names are shown after these.
+ATTACKERS = ("sface", "dlib-resnet", "periocular", "adaptive", "deanon", "linkability")
+# A method whose outputs an independent detector finds a face in at least this often preserves the face.
+FACE_PRESERVING_MIN = 0.95
+# Suites whose entries predate the CI requirement below (they stay valid and render as history).
+LEGACY_SUITES = ("0.1",)
+# The figures the board shows; entries of a newer suite must carry a 95% CI on each one they have.
+SHOWN_METRICS = (
+    "privacy.worst_case_protection", "privacy.worst_case_protection_face", "gate.face_detected_rate", "gate.realism",
+    "identity.sface.protection_rate", "identity.dlib-resnet.protection_rate", "classification.top1",
+    "classification.kappa_vs_original", "classification.auroc_macro", "segmentation.dice_ratio", "reversibility.psnr",
+    "reversibility.sface.wrong_key_protection_rate", "reversibility.dlib-resnet.wrong_key_protection_rate",
 )
 REQUIRED_METRICS = ("identity.sface.protection_rate", "classification.kappa_vs_original", "classification.top1")
 
 # (pattern, low, high) of allowed values; first match wins.
 RANGES = (
+    (r"^privacy\.(worst_case_protection(_face)?|protection\.[a-z0-9][a-z0-9_.-]*)$", 0.0, 1.0),
+    (r"^gate\.(face_detected_rate|realism)$", 0.0, 1.0),
+    (r"\.face_detected_rate$", 0.0, 1.0),
     (r"\.(protection_rate|same_person_rate|rank1_match|tar_at_far|wrong_key_protection_rate|same_person_rate_restored)(_original)?$", 0.0, 1.0),
     (r"\.(top1|top1_original|top1_restored|auroc_macro|sensitivity|specificity|dice|dice_original|jaccard|ssim)$", 0.0, 1.0),
     (r"\.kappa_vs_original$", -1.0, 1.0),
@@ -60,7 +84,18 @@ RANGES = (
     (r"\.(pairs_succeeded|keys_succeeded)$", 0.0, 1e9),
     (r"\.pixel_std$", 0.0, 255.0),
     (r"\.identity_cosine_distance$", 0.0, 2.0),
+    (r"\.valid$", 0.0, 1.0),
 )
+
+
+def is_board_metric(name: str) -> bool:
+    """A figure ``verify`` re-measures and compares."""
+    return name in BOARD_METRICS or any(re.search(p, name) for p in BOARD_PATTERNS)
+
+
+def is_shown(name: str) -> bool:
+    """A figure the rendered board shows (and so must carry a CI in a non-legacy entry)."""
+    return name in SHOWN_METRICS or any(re.search(p, name) for p in BOARD_PATTERNS)
 
 
 class Strict(BaseModel):
@@ -165,7 +200,23 @@ class Entry(Strict):
                     raise ValueError(f"breakdown {key} has an impossible value")
         if self.method.reversible and "reversibility.psnr" not in self.metrics:
             raise ValueError("a reversible method's entry must carry reversibility figures")
+        self._check_worst_case()
+        if self.suite_version not in LEGACY_SUITES:
+            bare = sorted(k for k, m in self.metrics.items() if is_shown(k) and m.value is not None and m.ci95 is None)
+            if bare:
+                raise ValueError(f"metric(s) {', '.join(bare)} carry no 95% CI; entries of suite {self.suite_version} "
+                                 "need a CI on every figure the board shows")
         return self
+
+    def _check_worst_case(self) -> None:
+        worst = self.metrics.get("privacy.worst_case_protection")
+        per = {k.removeprefix("privacy.protection."): m.value for k, m in self.metrics.items()
+               if k.startswith("privacy.protection.") and m.value is not None}
+        if worst is not None and worst.value is not None and per:
+            name = min(per, key=per.get)
+            if worst.value > per[name] + 1e-9:
+                raise ValueError(f"privacy.worst_case_protection = {worst.value} is above the protection against "
+                                 f"{name} ({per[name]}): the worst case is the minimum over the attackers")
 
     @property
     def file_name(self) -> str:

@@ -4,9 +4,13 @@ Per entry: the schema (unknown fields, ranges, n > 0, corpus hash of the named v
 sha256 recorded in ``index.json``, the file name against the entry's method and corpus, and the
 figures against the results.json it was made from (byte hash and values). Across the board: no
 unlisted files, one active entry per method and corpus version, supersede links that resolve,
-verifications that point at a listed entry. Against earlier versions of ``index.json`` (the
-previous commit or every commit that touched it): nothing listed before may disappear or change,
-and a superseded entry never becomes active again.
+verifications that point at a listed entry. Against earlier versions of ``index.json`` (every
+commit that touched it, read with a pathspec from the repository's top so it works from any
+folder): nothing listed before may disappear or change, and a superseded entry never becomes
+active again. A checkout that yields no such history (not a git checkout, a shallow clone, an
+index never committed) fails the check unless the caller says the history is unavailable.
+The rendered files (``LEADERBOARD.md``, ``index.html``, the README's board block) must equal what
+``render`` writes now.
 """
 
 from __future__ import annotations
@@ -127,21 +131,48 @@ def compare_with_previous(previous: Index, current: Index) -> list[str]:
     return problems
 
 
-def git_index_history(board: Board, max_revisions: int = 200) -> list[tuple[str, Index]]:
-    """Every committed version of ``index.json``, newest first ([] outside a git checkout)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(board.root), *args], capture_output=True, text=True, check=True).stdout
+class HistoryUnavailable(BoardError):
+    """The checkout cannot show the committed versions of index.json; the message says why."""
 
+
+NO_HISTORY_HINT = ("the history check needs a full git clone (git fetch --unshallow, or clone without --depth); "
+                   "pass --no-history only where the history is really unavailable")
+
+
+def git_index_history(board: Board) -> list[tuple[str, Index]]:
+    """Every committed version of ``index.json``, newest first.
+
+    Git runs in the repository's top folder with a ``:(top,literal)`` pathspec, so the result does not
+    depend on the folder it is asked from. Raises :class:`HistoryUnavailable` when there is no history
+    to compare with: a silent empty answer would let any edit of the board pass.
+    """
+    def git(*args: str, cwd: Path) -> str:
+        return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True).stdout
+
+    where = board.root.resolve()
     try:
-        top = Path(git("rev-parse", "--show-toplevel").strip())
-        rel = str(board.index_path.resolve().relative_to(top.resolve()))
-        revs = git("log", f"-n{max_revisions}", "--format=%H", "--", rel).split()
-    except (subprocess.CalledProcessError, FileNotFoundError, ValueError):
-        return []
+        top = Path(git("rev-parse", "--show-toplevel", cwd=where).strip()).resolve()
+        shallow = git("rev-parse", "--is-shallow-repository", cwd=top).strip() == "true"
+    except FileNotFoundError:
+        raise HistoryUnavailable(f"git is not installed, so the history of {board.index_path} cannot be read; {NO_HISTORY_HINT}") from None
+    except subprocess.CalledProcessError:
+        raise HistoryUnavailable(f"{where} is not inside a git checkout, so index.json has no history to compare with; {NO_HISTORY_HINT}") from None
+    if shallow:
+        raise HistoryUnavailable(f"{top} is a shallow clone: the older versions of index.json are missing; {NO_HISTORY_HINT}")
+    try:
+        rel = board.index_path.resolve().relative_to(top).as_posix()
+    except ValueError:
+        raise HistoryUnavailable(f"{board.index_path} is outside the git checkout {top}; {NO_HISTORY_HINT}") from None
+    try:
+        revs = git("log", "--format=%H", "--", f":(top,literal){rel}", cwd=top).split()
+    except subprocess.CalledProcessError:  # e.g. a repository without any commit yet
+        revs = []
+    if not revs:
+        raise HistoryUnavailable(f"no commit of {rel} in {top}: commit the board first; {NO_HISTORY_HINT}")
     out = []
     for rev in revs:
         try:
-            text = git("show", f"{rev}:{rel}")
+            text = git("show", f"{rev}:{rel}", cwd=top)
         except subprocess.CalledProcessError:
             continue  # the commit deleted the file; the next older version is still compared
         try:
@@ -158,3 +189,33 @@ def history_problems(history: list[tuple[str, Index]]) -> list[str]:
         problems += [f"commit {rev[:10]}: {p}" for p in compare_with_previous(older, newer)]
     return problems
 
+
+
+def rendered_problems(board: Board, readme: Path | None = None) -> list[str]:
+    """``LEADERBOARD.md``, ``index.html`` and (when given) the README block must be what ``render`` writes now."""
+    from .render import MARK_END, MARK_START, render_html, render_markdown
+
+    fix = "run `mema-leaderboard render" + (f" --readme {readme}" if readme else "") + "` and commit the result"
+    problems = []
+    markdown = render_markdown(board)
+    for name, want in (("LEADERBOARD.md", markdown), ("index.html", render_html(board))):
+        path = board.root / name
+        if not path.exists():
+            problems.append(f"{name}: missing; {fix}")
+        elif path.read_text() != want:
+            problems.append(f"{name}: stale (differs from what render writes for the current entries); {fix}")
+    if readme is not None:
+        text = readme.read_text() if readme.exists() else ""
+        if MARK_START not in text or MARK_END not in text:
+            problems.append(f"{readme}: no {MARK_START} ... {MARK_END} block")
+        elif text.split(MARK_START, 1)[1].split(MARK_END, 1)[0] != "\n" + markdown:
+            problems.append(f"{readme}: the leaderboard table is stale; {fix}")
+    return problems
+
+
+def default_readme(board: Board) -> Path | None:
+    """The README beside the board folder when it carries the board block (the repository's layout)."""
+    from .render import MARK_START
+
+    readme = board.root.parent / "README.md"
+    return readme if readme.exists() and MARK_START in readme.read_text() else None

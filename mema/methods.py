@@ -47,6 +47,39 @@ class MethodError(ValueError):
     """A method that cannot be found or that broke the protocol."""
 
 
+class MethodFailure(MethodError):
+    """A method that raised while processing samples: one line naming the method, stage and sample.
+
+    ``sample_id`` is one id or the ids of the failing batch (a batch is named by its first and last id
+    and size). The original exception stays available as ``exc`` and as ``__cause__``.
+    """
+
+    def __init__(self, method: str, stage: str, sample_id: str | list[str] | tuple[str, ...] | None, exc: BaseException):
+        self.method, self.stage, self.exc = method, stage, exc
+        self.sample_ids = [sample_id] if isinstance(sample_id, str) else list(sample_id or [])
+        super().__init__(str(self))
+        self.__cause__ = exc
+
+    def __str__(self) -> str:
+        ids = self.sample_ids
+        where = (f"sample {ids[0]}" if len(ids) == 1 else f"the batch of {len(ids)} samples {ids[0]} .. {ids[-1]}" if ids
+                 else "an unnamed sample")
+        lines = str(self.exc).strip().splitlines()
+        detail = f"{type(self.exc).__name__}: {lines[0]}" if lines else type(self.exc).__name__
+        return f"method {self.method!r} failed in {self.stage} on {where}: {detail[:300]}"
+
+    @classmethod
+    def wrap(cls, method: str, stage: str, sample_id, fn: Callable, *args, **kwargs):
+        """``fn(*args, **kwargs)``, with any exception but a protocol error (already one line) or an
+        interrupt turned into a :class:`MethodFailure`."""
+        try:
+            return fn(*args, **kwargs)
+        except MethodError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (a third-party method may raise anything)
+            raise cls(method, stage, sample_id, exc) from exc
+
+
 _REGISTRY: dict[str, Callable[[], Method]] = {}
 _BUILTINS_LOADED = False
 

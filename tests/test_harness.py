@@ -58,7 +58,7 @@ def test_samples_jsonl_and_report(identity_run, tiny_corpus):
     text = json.dumps(rows) + (out / "results.json").read_text()
     assert str(tiny_corpus) not in text  # no local paths in results
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") >= 17 and "protection" in page
+    assert page.count("data:image/png;base64,") >= 16 and "protection" in page and 'class="privacy-utility"' in page  # plot: inline SVG
 
 
 def test_reversible_method_restore_and_key(tiny_corpus, tmp_path):

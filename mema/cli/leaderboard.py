@@ -2,7 +2,7 @@
 
     mema-leaderboard submit RESULTS [--paper TEXT] [--code-url URL] [--licence SPDX] [--trained-on TEXT]
                                     [--adaptive NAME=RESULTS ...]
-    mema-leaderboard validate [BOARD] [--previous INDEX.json] [--no-history]
+    mema-leaderboard validate [BOARD] [--previous INDEX.json] [--readme README.md] [--no-history]
     mema-leaderboard verify ENTRY [--method SPEC] [--dataset PATH|mini] [--out DIR]
     mema-leaderboard render [--out DIR] [--readme README.md]
     mema-leaderboard check-html [PAGE]
@@ -12,13 +12,16 @@ submit    turns a mema-eval results.json into leaderboard/entries/<method>__<cor
           and lists both in index.json; a newer result for the same method and corpus supersedes.
           --adaptive adds the identity figures of a run under a stronger attacker (the board shows
           the worst case).
-validate  checks every entry (schema, ranges, hashes, figures against their results.json) and that
-          nothing listed in an earlier index.json (the git history, or --previous) was removed.
+validate  checks every entry (schema, ranges, hashes, figures against their results.json), that
+          nothing listed in an earlier index.json (every committed version, and --previous) was removed
+          or changed, and that LEADERBOARD.md, index.html and the README block are what render writes.
+          A checkout without that history (not git, shallow, never committed) fails unless --no-history.
 verify    re-runs the entry's method with mema-eval under the entry's config and records
           verified/mismatch in leaderboard/verifications/ (tolerances: docs/leaderboard.md).
 render    writes LEADERBOARD.md and index.html (self-contained; opens from file://) and, with
           --readme, replaces the block between <!-- leaderboard:start --> and <!-- leaderboard:end -->.
-check-html  loads the page in headless Chromium and checks the table sorts and the plot is drawn.
+check-html  loads the page in headless Chromium and checks the tables sort, the plots are drawn and
+          every text lies inside its box (no label overlaps another).
 """
 
 from __future__ import annotations
@@ -28,9 +31,6 @@ import sys
 from pathlib import Path
 
 from mema import runtime
-
-MARK_START, MARK_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
-
 
 def _board(args):
     from mema.leaderboard.board import BOARD_DIR, Board
@@ -59,32 +59,44 @@ def _cmd_submit(args) -> int:
     entry = board.load_entry(rel)
     print(f"added {rel} (corpus {entry.corpus.name} {entry.corpus.version}, n = {entry.n_samples})"
           + (f"; it supersedes {entry.supersedes}" if entry.supersedes else ""))
-    print("next: mema-leaderboard validate && mema-leaderboard render, then open a pull request")
+    print("next: mema-leaderboard render --readme README.md && mema-leaderboard validate, then open a pull request")
     return 0
 
 
 def _cmd_validate(args) -> int:
+    from pydantic import ValidationError
+
+    from mema.leaderboard.board import explain
     from mema.leaderboard.schema import Index
-    from mema.leaderboard.validate import git_index_history, history_problems, validate_board
+    from mema.leaderboard.validate import (HistoryUnavailable, default_readme, git_index_history, history_problems,
+                                           rendered_problems, validate_board)
 
     board = _board(args)
-    previous, problems = [], []
+    previous, problems, history = [], [], []
     if args.previous:
-        previous.append(Index.model_validate_json(Path(args.previous).read_bytes()))
+        try:
+            previous.append(Index.model_validate_json(Path(args.previous).read_bytes()))
+        except ValidationError as exc:
+            raise ValueError(f"--previous {args.previous}: {explain(exc)}") from None
     if not args.no_history:
-        history = git_index_history(board)
-        if history:
+        try:
+            history = git_index_history(board)
+        except HistoryUnavailable as exc:
+            problems.append(f"history: {exc}")
+        else:
             previous.append(history[0][1])  # the working tree against the last commit
             problems += history_problems(history)
     problems += validate_board(board, previous)
+    problems += rendered_problems(board, args.readme or default_readme(board))
     n = len(board.index().entries)
     if problems:
         print(f"mema-leaderboard validate: {len(problems)} problem(s) in {board.root}:", file=sys.stderr)
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
         return 1
-    print(f"{board.root}: {n} entries listed, all valid"
-          + (f"; nothing removed across {len(previous)} earlier index version(s)" if previous else ""))
+    checked = (f"nothing removed or changed across {len(history)} committed index version(s)" if history
+               else "history NOT checked (--no-history)")
+    print(f"{board.root}: {n} entries listed, all valid; {checked}; rendered files current")
     return 0
 
 
@@ -102,17 +114,8 @@ def _cmd_verify(args) -> int:
     return 0 if v.status == "verified" else 1
 
 
-def splice_readme(readme: Path, markdown: str) -> None:
-    text = readme.read_text()
-    if MARK_START not in text or MARK_END not in text:
-        raise ValueError(f"{readme} has no {MARK_START} ... {MARK_END} block to replace")
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    readme.write_text(f"{head}{MARK_START}\n{markdown}{MARK_END}{tail}")
-
-
 def _cmd_render(args) -> int:
-    from mema.leaderboard.render import render, render_markdown
+    from mema.leaderboard.render import render, render_markdown, splice_readme
 
     board = _board(args)
     md, page = render(board, args.out or board.root)
@@ -131,7 +134,7 @@ def _cmd_check_html(args) -> int:
         raise ValueError(f"{page} does not exist (run mema-leaderboard render first)")
     info = check_page(page, args.sort)
     print(f"{page}: rendered in headless Chromium; {info['rows']} rows in {info['tables']} table(s), "
-          f"{info['points']} plot points; order by {args.sort}: {info['order']}")
+          f"{info['points']} plot points, every text inside its box; order by {args.sort}: {info['order']}")
     return 0
 
 
@@ -150,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check every entry and that nothing was removed")
     v.add_argument("board_path", nargs="?", type=Path, help="board folder (same as --board)")
     v.add_argument("--previous", type=Path, help="an earlier index.json to compare with")
-    v.add_argument("--no-history", action="store_true", help="skip the comparison with git history")
+    v.add_argument("--readme", type=Path, help="README whose board block must be current (default: README.md beside the board, when it has the block)")
+    v.add_argument("--no-history", action="store_true",
+                   help="this copy has no git history of index.json (shallow clone, tarball): skip that comparison (CI must not)")
     v.set_defaults(fn=_cmd_validate)
     r = sub.add_parser("verify", help="re-run an entry's method and record verified/mismatch")
     r.add_argument("entry", help="entry file name or stem, e.g. mosaic__mema-mini-1.0")

@@ -1,15 +1,15 @@
 """Human-facing outputs of a run: the printed summary and a self-contained ``report.html``.
 
-The HTML embeds its images (base64 PNG), so it opens from a file:// URL with no network. The
-privacy-utility plot places this run beside any other runs found next to it (sibling folders with
-a results.json), e.g. the classic baselines under ``runs/``.
+The HTML embeds its images (base64 PNG) and draws the privacy-utility plot as inline SVG, so it
+opens from a file:// URL with no network and its text can be checked in a browser. The plot places
+this run beside any other runs of the same corpus found next to it (sibling folders with a
+results.json), e.g. the classic baselines under ``runs/``.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 
@@ -20,6 +20,9 @@ from mema.evaluation.results import Results
 from mema.imageio import png_bytes, read_rgb
 
 HEADLINE = [
+    ("privacy.worst_case_protection", "protection, worst case"),
+    ("privacy.worst_case_protection_face", "  outputs with a face"),
+    ("gate.face_detected_rate", "face detected"),
     ("identity.sface.protection_rate", "protection (SFace)"),
     ("identity.dlib-resnet.protection_rate", "protection (dlib)"),
     ("identity.sface.id_dis", "ID-Dis (SFace)"),
@@ -73,45 +76,52 @@ def _grid(evaluation, per_class: int = 1) -> str:
     return f'<table class="grid"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
 
 
+def worst_case(metrics: dict) -> tuple[float | None, tuple | None, str]:
+    """(value, CI, what it is the minimum of) of the headline protection in a results ``metrics`` mapping
+    (Metric objects or their JSON dicts): ``privacy.worst_case_protection`` when the run has it, else the
+    lowest recogniser protection."""
+    get = lambda m, k: (m.get(k) if isinstance(m, dict) else getattr(m, k))
+    w = metrics.get("privacy.worst_case_protection")
+    if w is not None and get(w, "value") is not None:
+        return get(w, "value"), get(w, "ci95"), "all attackers"
+    rates = [(k, v) for k, v in metrics.items() if k.startswith("identity.") and k.endswith(".protection_rate") and get(v, "value") is not None]
+    if not rates:
+        return None, None, ""
+    _, v = min(rates, key=lambda kv: get(kv[1], "value"))
+    return get(v, "value"), get(v, "ci95"), "the whole-face recognisers"
+
+
 def _plot(out: Path, results: Results) -> str:
-    import matplotlib
+    from mema.evaluation.plot import Point, scatter_svg
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = []
+    runs = {}
     for path in sorted(out.parent.glob("*/results.json")):
         try:
             other = json.loads(path.read_text())
-            m = other["metrics"]
-            if other["corpus"]["manifest_sha256"] != results.corpus.manifest_sha256:
-                continue
-            points.append((other["method"]["name"], m["identity.sface.protection_rate"]["value"], m["classification.kappa_vs_original"]["value"]))
-        except (KeyError, ValueError, TypeError):
+            if other["corpus"]["manifest_sha256"] == results.corpus.manifest_sha256:
+                runs[other["method"]["name"]] = (other["metrics"], bool(other["method"].get("reversible")))
+        except (KeyError, ValueError, TypeError, OSError):
             continue
     me = results.method["name"]
-    if not any(p[0] == me for p in points):
-        m = results.metrics
-        if "identity.sface.protection_rate" in m and "classification.kappa_vs_original" in m:
-            points.append((me, m["identity.sface.protection_rate"].value, m["classification.kappa_vs_original"].value))
-    points = [p for p in points if p[1] is not None and p[2] is not None]
+    runs[me] = (results.metrics, bool(results.method.get("reversible")))  # this run, even before its file is read back
+    points, basis = [], set()
+    for name, (metrics, reversible) in sorted(runs.items()):
+        x, x_ci, what = worst_case(metrics)
+        k = metrics.get("classification.kappa_vs_original")
+        y = None if k is None else (k.get("value") if isinstance(k, dict) else k.value)
+        if x is None or y is None:
+            continue
+        y_ci = k.get("ci95") if isinstance(k, dict) else k.ci95
+        basis.add(what)
+        points.append(Point(name, x, y, name, f"{name}: protection {100 * x:.1f} %, kappa {y:.3f}", diamond=reversible,
+                            highlight=name == me, x_ci=tuple(x_ci) if x_ci else None, y_ci=tuple(y_ci) if y_ci else None))
     if not points:
-        return "<p>Privacy-utility plot needs the identity and classification tasks.</p>"
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
-    for name, x, y in points:
-        ax.scatter([x], [y], s=60 if name == me else 30, color="tab:red" if name == me else "tab:blue")
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel("protection rate (SFace, 1 - rank-1 match)")
-    ax.set_ylabel("kappa vs predictions on originals")
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_ylim(min(-0.05, min(p[2] for p in points) - 0.05), 1.05)
-    ax.grid(alpha=0.3)
-    ax.set_title("privacy vs clinical utility (up-right is better)", fontsize=9)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="privacy-utility plot">'
+        return "<p>The privacy-utility plot needs the identity and classification tasks.</p>"
+    svg = scatter_svg(points, x_label="protection, worst case (%) →", y_label="κ vs original →", width=640, height=400,
+                      highlight_colour="#dc2626", css_class="privacy-utility")
+    return (f'<div class="plot">{svg}</div><p><small>Red: this run; blue: other runs of this corpus in {html.escape(out.parent.name)}/. '
+            f"Protection is the worst case over {html.escape(' / '.join(sorted(basis)))}; bars are 95% CIs; "
+            "diamonds are reversible methods. Up and right is better.</small></p>")
 
 
 def write_report(out: Path, results: Results, evaluation) -> Path:
@@ -128,7 +138,8 @@ def write_report(out: Path, results: Results, evaluation) -> Path:
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>MeMa report: {html.escape(results.method['name'])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:left}} .grid img{{image-rendering:pixelated}}</style></head>
+td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:left;vertical-align:top}} .grid img{{image-rendering:pixelated}}
+td{{overflow-wrap:anywhere}} .plot{{max-width:100%;overflow-x:auto}}</style></head>
 <body>
 <h1>{html.escape(results.method['name'])} {html.escape(results.method['version'])}</h1>
 <p>Corpus {html.escape(results.corpus.name)} {html.escape(results.corpus.version)} (manifest {results.corpus.manifest_sha256[:12]}),
