@@ -94,18 +94,29 @@ def _odd(x: float) -> int:
     return k if k % 2 else k + 1
 
 
+def avatar_onto_patient(avatar: np.ndarray, a_pts: np.ndarray, p_pts: np.ndarray, shape: tuple[int, int]):
+    """(the avatar warped into the patient's frame, the 2x3 similarity used): fitted on eye and brow points."""
+    m = similarity_lsq(a_pts[list(ALIGN_POINTS)].astype(np.float64), p_pts[list(ALIGN_POINTS)].astype(np.float64))
+    return cv2.warpAffine(avatar, m, (shape[1], shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101), m
+
+
+def fusion_mask(p_pts: np.ndarray, a_pts_in_patient: np.ndarray, shape: tuple[int, int], feather: float) -> np.ndarray:
+    """(H, W) soft mask in [0, 1]: the patient's periocular hulls and the avatar's own (so none of the avatar's
+    eyes survive), grown by the feather width and then softened with it (``feather`` in inter-ocular units)."""
+    mask = np.maximum(periocular_mask(p_pts, shape), periocular_mask(a_pts_in_patient, shape))
+    sig = max(feather * _iod(p_pts), 0.5)
+    mask = (cv2.GaussianBlur(mask, (0, 0), sig) > 1e-3).astype(np.float32)
+    return cv2.GaussianBlur(mask, (0, 0), sig)
+
+
 def fuse(patient: np.ndarray, p_pts: np.ndarray, avatar: np.ndarray, a_pts: np.ndarray,
          colour_blur: float = 0.6, feather: float = 0.06, seam: float = 0.05) -> np.ndarray:
     """The patient's periocular region on the avatar, in the patient's frame. Sizes are in inter-ocular units."""
     h, w = patient.shape[:2]
-    m = similarity_lsq(a_pts[list(ALIGN_POINTS)].astype(np.float64), p_pts[list(ALIGN_POINTS)].astype(np.float64))
-    warped = cv2.warpAffine(avatar, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101).astype(np.float64)
+    warped, m = avatar_onto_patient(avatar, a_pts, p_pts, (h, w))
+    warped = warped.astype(np.float64)
     iod = _iod(p_pts)
-    # the region: the patient's hull and the avatar's own (so none of the avatar's eyes survive)
-    mask = np.maximum(periocular_mask(p_pts, (h, w)), periocular_mask(_apply(m, a_pts), (h, w)))
-    sig = max(feather * iod, 0.5)
-    mask = (cv2.GaussianBlur(mask, (0, 0), sig) > 1e-3).astype(np.float32)  # grow by the feather, then soften
-    mask = cv2.GaussianBlur(mask, (0, 0), sig)[..., None].astype(np.float64)
+    mask = fusion_mask(p_pts, _apply(m, a_pts), (h, w), feather)[..., None].astype(np.float64)
     # RGB colour correction: the patient's pixels scaled by the ratio of local (blurred) colours
     k = _odd(colour_blur * iod)
     pat = patient.astype(np.float64)
