@@ -46,7 +46,8 @@ def _vertex_normals(v: np.ndarray, tris: np.ndarray) -> np.ndarray:
 
 
 def rasterise(xy: np.ndarray, z: np.ndarray, attr: np.ndarray, tris: np.ndarray, shape: tuple[int, int]):
-    """Z-buffered triangle rasteriser at pixel centres; nearest (smallest z) wins.
+    """Z-buffered triangle rasteriser at pixel centres; the nearest (smallest z) surface wins, the earlier
+    triangle on ties. Vectorised: every triangle's bounding-box pixels are tested at once.
 
     Returns (zbuf (H, W) with +inf where empty, attributes (H, W, K) interpolated barycentrically,
     triangle index (H, W), -1 where empty).
@@ -55,32 +56,38 @@ def rasterise(xy: np.ndarray, z: np.ndarray, attr: np.ndarray, tris: np.ndarray,
     zbuf = np.full((h, w), np.inf)
     out = np.zeros((h, w, attr.shape[1]))
     tid = np.full((h, w), -1, np.int32)
-    for t, (i, j, k) in enumerate(tris):
-        (x0, y0), (x1, y1), (x2, y2) = xy[i], xy[j], xy[k]
-        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-        if abs(area) < 1e-9:
-            continue
-        c0, c1 = max(int(np.floor(min(x0, x1, x2))), 0), min(int(np.ceil(max(x0, x1, x2))), w - 1)
-        r0, r1 = max(int(np.floor(min(y0, y1, y2))), 0), min(int(np.ceil(max(y0, y1, y2))), h - 1)
-        if c0 > c1 or r0 > r1:
-            continue
-        px, py = np.meshgrid(np.arange(c0, c1 + 1) + 0.5, np.arange(r0, r1 + 1) + 0.5)
-        b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area
-        b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area
-        b2 = 1.0 - b0 - b1
-        inside = (b0 >= -1e-9) & (b1 >= -1e-9) & (b2 >= -1e-9)
-        if not inside.any():
-            continue
-        depth = b0 * z[i] + b1 * z[j] + b2 * z[k]
-        win = inside & (depth < zbuf[r0 : r1 + 1, c0 : c1 + 1])
-        if not win.any():
-            continue
-        zb = zbuf[r0 : r1 + 1, c0 : c1 + 1]
-        zb[win] = depth[win]
-        val = b0[..., None] * attr[i] + b1[..., None] * attr[j] + b2[..., None] * attr[k]
-        ob = out[r0 : r1 + 1, c0 : c1 + 1]
-        ob[win] = val[win]
-        tid[r0 : r1 + 1, c0 : c1 + 1][win] = t
+    p = xy[tris]  # (T, 3, 2)
+    area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 2, 0] - p[:, 0, 0]) * (p[:, 1, 1] - p[:, 0, 1])
+    c0 = np.clip(np.floor(p[:, :, 0].min(1)), 0, None).astype(np.int64)
+    c1 = np.clip(np.ceil(p[:, :, 0].max(1)), None, w - 1).astype(np.int64)
+    r0 = np.clip(np.floor(p[:, :, 1].min(1)), 0, None).astype(np.int64)
+    r1 = np.clip(np.ceil(p[:, :, 1].max(1)), None, h - 1).astype(np.int64)
+    bw, bh = np.maximum(c1 - c0 + 1, 0), np.maximum(r1 - r0 + 1, 0)
+    counts = np.where(np.abs(area) > 1e-9, bw * bh, 0)
+    if counts.sum() == 0:
+        return zbuf, out, tid
+    t = np.repeat(np.arange(len(tris)), counts)
+    local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    px = c0[t] + local % bw[t]
+    py = r0[t] + local // bw[t]
+    cx, cy = px + 0.5, py + 0.5
+    (x0, y0), (x1, y1), (x2, y2) = p[t, 0].T, p[t, 1].T, p[t, 2].T
+    b0 = ((x1 - cx) * (y2 - cy) - (x2 - cx) * (y1 - cy)) / area[t]
+    b1 = ((x2 - cx) * (y0 - cy) - (x0 - cx) * (y2 - cy)) / area[t]
+    b2 = 1.0 - b0 - b1
+    inside = (b0 >= -1e-9) & (b1 >= -1e-9) & (b2 >= -1e-9)
+    t, px, py, b0, b1, b2 = t[inside], px[inside], py[inside], b0[inside], b1[inside], b2[inside]
+    zt = z[tris[t]]
+    depth = b0 * zt[:, 0] + b1 * zt[:, 1] + b2 * zt[:, 2]
+    key = py * w + px
+    order = np.lexsort((depth, key))  # stable: equal depths keep triangle order
+    _, first = np.unique(key[order], return_index=True)
+    win = order[first]
+    yy, xx = py[win], px[win]
+    zbuf[yy, xx] = depth[win]
+    at = attr[tris[t[win]]]  # (P, 3, K)
+    out[yy, xx] = b0[win, None] * at[:, 0] + b1[win, None] * at[:, 1] + b2[win, None] * at[:, 2]
+    tid[yy, xx] = t[win]
     return zbuf, out, tid
 
 
