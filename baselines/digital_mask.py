@@ -11,7 +11,8 @@ Per-sample status (``last_statuses`` after each call, ``status_counts`` over the
     profile       rendered; |yaw| > 45 degrees, so MediaPipe's far-side points (and eyeball) are guesses
     tiny_face     rendered; inter-ocular distance < 12 px, so lids and irises are a few pixels wide
     no_face       MediaPipe found no face: the output is the plain background (no pixel of the input)
-    failed        the landmarks were degenerate (no face frame, coincident corners): plain background
+    failed        the landmarks were degenerate (no face frame, coincident corners) or could not be
+                  rendered: plain background
 
 A sample has one status; the first that applies in the order no_face, failed, tiny_face, profile,
 eyes_closed wins. ``last_fits`` holds each sample's reconstruction fit errors (the paper's measure).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import cv2
 import numpy as np
 
 from mema.baselines.digital_mask_model import Landmarker3D, reconstruct
@@ -97,12 +99,15 @@ class DigitalMask:
         ss = self.supersample or (2 if max(h, w) <= 512 else 1)
         for i, img in enumerate(images):
             status, recon = self.reconstruct_one(img)
+            if recon is not None:
+                try:
+                    out[i] = render(recon, (h, w), self.background, ss)
+                    fits.append(recon.fit_errors())
+                except (ValueError, np.linalg.LinAlgError, cv2.error):  # degenerate geometry (e.g. collapsed eyes)
+                    status, recon = "failed", None
             if recon is None:
                 out[i] = neutral((h, w), self.background)
                 fits.append(None)
-            else:
-                out[i] = render(recon, (h, w), self.background, ss)
-                fits.append(recon.fit_errors())
             statuses.append(status)
         self.last_statuses, self.last_fits = statuses, fits
         self.status_counts.update(statuses)

@@ -101,10 +101,14 @@ class Landmarker3D(LandmarkDetector):
 def face_frame(v: np.ndarray) -> np.ndarray:
     """3x3 rotation whose columns are the face's right, down and outward (towards the viewer) axes."""
     x = v[263] - v[33]  # image-left outer corner -> image-right outer corner
-    x /= np.linalg.norm(x)
+    if np.linalg.norm(x) < 1e-6:
+        raise ValueError("degenerate face landmarks: the outer eye corners coincide")
+    x = x / np.linalg.norm(x)
     down = v[152] - v[10]  # forehead top -> chin
     y = down - (down @ x) * x
-    y /= np.linalg.norm(y)
+    if np.linalg.norm(y) < 1e-6:
+        raise ValueError("degenerate face landmarks: no face height")
+    y = y / np.linalg.norm(y)
     out = -np.cross(x, y)  # x right, y down: the cross points away from the viewer (+z), so negate
     return np.stack([x, y, out], axis=1)
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from mema.baselines.digital_mask import check_batch
 from mema.baselines.facedefender_bank import (
+    IMAGE_SUFFIXES,
     AvatarBank,
     BankConfig,
     bank_from_folder,
@@ -152,6 +153,8 @@ class FaceDefender:
         if self._folder is not None:
             if not self._folder.is_dir():
                 raise ValueError(f"{BANK_ENV} / bank_dir is not a folder")
+            if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in self._folder.iterdir()):
+                raise ValueError(f"{BANK_ENV} / bank_dir holds no images ({', '.join(IMAGE_SUFFIXES)})")
             source = f"folder:{folder_fingerprint(self._folder)}"
         else:
             source = f"dcgan:{self._bank_cfg.fingerprint()}"

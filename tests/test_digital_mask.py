@@ -226,6 +226,11 @@ def test_no_face_gives_the_plain_background_and_tiny_faces_render(method):
         assert (o.sum(-1) > 0).any() == (s != "no_face")
 
 
+def test_degenerate_landmarks_fail_to_the_background(method):
+    status, recon = method.classify(np.zeros((478, 3)))
+    assert status == "failed" and recon is None
+
+
 def test_bad_batches_are_refused(method):
     with pytest.raises(ValueError, match="uint8"):
         method.anonymize(np.zeros((1, 64, 64, 3), np.float32))

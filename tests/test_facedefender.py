@@ -139,6 +139,8 @@ def test_user_folder_uses_labels_and_writes_nothing_there(avatar_folder, method)
 def test_bad_user_folders_are_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="not a folder"):
         FaceDefender(bank_dir=tmp_path / "missing")
+    with pytest.raises(ValueError, match="holds no images"):
+        FaceDefender(bank_dir=tmp_path)
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "labels.csv").write_text("file,sex,age\na.png,robot,30\n")
     with pytest.raises(fb.BankError, match="sex 'robot'"):
