@@ -99,6 +99,8 @@ def _load_builtins() -> None:
     if not _BUILTINS_LOADED:
         importlib.import_module("mema.baselines.classic")
         importlib.import_module("mema.baselines.rofi.method")
+        importlib.import_module("mema.baselines.digital_mask")
+        importlib.import_module("mema.baselines.facedefender")
         _BUILTINS_LOADED = True
 
 
