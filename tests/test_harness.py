@@ -155,17 +155,25 @@ def test_limit_takes_whole_identities_in_a_seeded_order(tiny_corpus):
     assert limited(records, None, 0) == sorted(records, key=lambda r: r.id)
 
 
-def test_a_corpus_without_gallery_is_refused_for_face_matching_only(tiny_corpus, tmp_path):
+def test_a_corpus_without_gallery_is_refused_for_face_matching_only(corpus_copy, tmp_path):
     """Generated corpora may hold one photo per identity: the identity task says what it needs, others still run."""
+    import shutil
+
+    from mema.corpus.store import load_info, write_index
     from mema.evaluation.harness import EvalError
 
-    corpus = load_corpus(tiny_corpus)
-    corpus.records = [r for r in corpus.records if r.split != "gallery"]
-    with pytest.raises(EvalError, match="no gallery split, which the identity task"):
-        Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["identity", "classification"]))
+    corpus = load_corpus(corpus_copy)
+    shutil.rmtree(corpus_copy / "gallery")
+    info = load_info(corpus_copy)
+    write_index(corpus_copy, [r for r in corpus.records if r.split != "gallery"], name="my-generated", version="0",
+                description=info.description, licence=info.licence, research_only=True, builder={})
+    corpus = load_corpus(corpus_copy)
+    with pytest.raises(EvalError, match="no gallery split, which the identity, adaptive-attack task"):
+        Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["identity", "adaptive-attack", "classification"]))
     with pytest.raises(EvalError, match="--tasks classification"):
         Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["identity", "classification"]))
-    Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["classification"]))  # accepted
+    ev = Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["classification"]))  # accepted
+    assert not ev.integrity.registered  # scored under its own hash, marked unofficial
 
 
 # --- trustworthy re-runs: stale outputs, tampered corpora, splits, method failures -----------------------
@@ -239,11 +247,13 @@ def test_a_method_failure_is_one_line_and_the_run_resumes(tiny_corpus, tmp_path)
     out = tmp_path / "crash"
     cmd = [sys.executable, "-m", "mema.cli.eval", "--method", "tests.toy_methods:Crashes", "--dataset", str(tiny_corpus),
            "--quiet", "--out", str(out), "--tasks", "classification", "--batch-size", "4"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    import os
+
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "MEMA_TEST_CRASH": "1"})
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "method crashes failed in outputs on samples" in r.stderr and "out of cheese" in r.stderr
+    assert "method 'crashes' failed in outputs on the batch of 4 samples" in r.stderr and "out of cheese" in r.stderr
     assert len((out / "outputs.jsonl").read_text().splitlines()) == 4  # the first batch was kept
-    r = subprocess.run(cmd, capture_output=True, text=True)  # a fresh process: the method works again
+    r = subprocess.run(cmd, capture_output=True, text=True)  # the method works again; the run resumes
     assert r.returncode == 0, r.stderr
 
 

@@ -122,13 +122,16 @@ class Noise:
 
 
 class Crashes:
-    """Fails on the second batch: the harness must name method, stage and samples in one line, and resume."""
+    """Fails on its second batch when MEMA_TEST_CRASH is set: the harness must name method, stage and samples
+    in one line, and resume."""
 
     info = MethodInfo(name="crashes", version="0", licence="none")
     calls = 0
 
     def anonymize(self, images, key=None):
+        import os
+
         type(self).calls += 1
-        if type(self).calls == 2:
+        if type(self).calls == 2 and os.environ.get("MEMA_TEST_CRASH"):
             raise RuntimeError("out of cheese")
         return images

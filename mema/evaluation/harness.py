@@ -37,7 +37,9 @@ from tqdm import tqdm
 
 from mema.corpus.schema import DISEASES, ImageRecord
 from mema.corpus.store import Corpus
-from mema.evaluation.attacks import BRUTE_FORCE_SEED, DIVERSITY_SEED, UNIVERSAL_KEY_SEED, KeySecurityConfig
+from mema.evaluation.attacks import (BRUTE_FORCE_SEED, DIVERSITY_SEED, UNIVERSAL_BLACK_BOX_SEED, UNIVERSAL_KEY_SEED,
+                                    KeySecurityConfig)
+from mema.evaluation.environment import library_versions
 from mema.evaluation.results import CorpusRef, Metric, Results, StageTiming
 from mema.imageio import read_rgb, write_png
 from mema.keys import Key, key_from_seed
@@ -226,7 +228,7 @@ class Evaluation:
         """Apply ``transform(images, ids)`` batch-wise to images from ``source(rec)``; resumable.
 
         Returns (rows by id, how many samples were done in this run)."""
-        from mema.methods import MethodError
+        from mema.methods import MethodFailure
 
         done = self._done(stage, input_sha)
         todo = [r for r in self.records if r.id not in done]
@@ -238,17 +240,17 @@ class Evaluation:
                 batch = todo[i : i + bs]
                 ids = [r.id for r in batch]
                 inputs = np.stack([source(r) for r in batch])
-                try:
-                    result = transform(inputs, ids)
-                except MethodError:
-                    raise
-                except Exception as exc:  # the method's own failure: one line naming method, stage and samples
-                    raise EvalError(f"method {self.method.info.name} failed in {stage} on samples {ids[0]}..{ids[-1]}: "
-                                    f"{type(exc).__name__}: {exc} (the run resumes from here when restarted)") from exc
+                # The method's own failure is one line naming method, stage and samples; done samples stay logged.
+                result = MethodFailure.wrap(self.method.info.name, stage, ids, transform, inputs, ids)
                 outputs = check_output(self.method.info.name, inputs, result, ids, stage)
-                for rec, img in zip(batch, outputs):
+                statuses = getattr(self.method, "last_statuses", None) if stage == "outputs" else None
+                if statuses is not None and len(statuses) != len(batch):
+                    statuses = None
+                for j, (rec, img) in enumerate(zip(batch, outputs)):
                     sha = write_png(folder / f"{rec.id}.png", img)
                     row = {"id": rec.id, "run": self.fingerprint["id"], "input_sha256": input_sha[rec.id], "output_sha256": sha}
+                    if statuses is not None:
+                        row["status"] = str(statuses[j])
                     log.write(json.dumps(row) + "\n")
                     done[rec.id] = row
                 log.flush()
@@ -282,6 +284,14 @@ class Evaluation:
         wrong = {r.id: self._load("wrongkey", r) for r in self.records} if reversible else None
         if "classification" in self.cfg.tasks:
             evaluators["classifier"] = self._classification(outputs, restored, metrics, breakdowns, per_sample)
+        statuses = [anonymized[r.id].get("status") for r in self.records]
+        if any(st is not None for st in statuses):
+            from collections import Counter
+
+            for r, st in zip(self.records, statuses):
+                per_sample[r.id]["method_status"] = st
+            for st, k in sorted(Counter(st or "unreported" for st in statuses).items()):
+                metrics[f"method.status.{st}"] = _metric(k / n, n, note=f"{k} of {n} outputs: the method's own per-sample status")
         evaluators["bundle"] = self.ref.bundle or {"bundle": None, "note": "evaluators trained on this machine (no shipped bundle)"}
         detected = self._gate(outputs, metrics, per_sample, evaluators)
         if "identity" in self.cfg.tasks:
@@ -301,6 +311,7 @@ class Evaluation:
         if "key-security" in self.cfg.tasks:
             self._timed("key_security", n, lambda: self._key_security(metrics, evaluators))
             seeds.update(brute_force_keys=BRUTE_FORCE_SEED, universal_key_keys=UNIVERSAL_KEY_SEED, diversity_keys=DIVERSITY_SEED,
+                         universal_key_black_box_keys=UNIVERSAL_BLACK_BOX_SEED,
                          key_security=self.cfg.key_security.seed)
         with open(self.out / "samples.jsonl", "w") as fh:
             for r in self.records:
@@ -318,6 +329,7 @@ class Evaluation:
             evaluators=evaluators,
             seeds=seeds,
             environment=_environment(self.device),
+            libraries=library_versions(),
             timings=self.timings,
             metrics=metrics,
             breakdowns=breakdowns,
@@ -409,7 +421,9 @@ class Evaluation:
         sets = {"": outputs, "_original": None}
         if restored is not None:
             sets["_restored"] = restored
-        scores = {}
+        scores, per_set = {}, {}
+        from mema.metrics.stats import bootstrap_ci
+
         for suffix, images in sets.items():
             d, j = [], []
             for r in tqdm(recs, desc=f"segment{suffix or ' outputs'}", unit="img", disable=not self.progress, leave=False):
@@ -428,13 +442,18 @@ class Evaluation:
             metrics[f"segmentation.dice{suffix}"] = _metric(np.nanmean(d), n_valid, ci, hib=True, note=f"n_ref={len(recs)} lesion images")
             metrics[f"segmentation.jaccard{suffix}"] = _metric(np.nanmean(j), int(np.isfinite(j).sum()), hib=True, note=f"n_ref={len(recs)}")
             scores[suffix] = np.nanmean(d)
+            per_set[suffix] = d
         if scores.get("_original"):
-            metrics["segmentation.dice_ratio"] = _metric(scores[""] / scores["_original"], len(recs), hib=True, note="Dice on outputs / Dice on originals")
+            d_out, d_orig = per_set[""], per_set["_original"]
+            ratio = lambda b: np.nanmean(d_out[b]) / np.nanmean(d_orig[b]) if np.nanmean(d_orig[b]) > 0 else np.nan  # noqa: E731
+            ci = bootstrap_ci(ratio, len(recs), groups=np.array([r.identity for r in recs]), seed=self.cfg.seed)
+            metrics["segmentation.dice_ratio"] = _metric(scores[""] / scores["_original"], len(recs), ci, hib=True,
+                                                         note="Dice on outputs / Dice on originals")
         return seg.record
 
     def _geometry(self, outputs, metrics, per_sample) -> None:
         from mema.faces.landmarks import LandmarkDetector
-        from mema.metrics.geometry import gaze_error, landmark_error
+        from mema.metrics.geometry import diagnostic_distance_error, eyeball_error, eyelid_error, gaze_error, landmark_error
 
         errs = defaultdict(list)
         detected = 0
@@ -451,6 +470,14 @@ class Evaluation:
                 yaw, pitch = gaze_error(lo, lm)
                 errs["gaze_yaw"].append(yaw)
                 errs["gaze_pitch"].append(pitch)
+                errs["eyelid"].append(eyelid_error(lo, lm))
+                errs["eyeball"].append(eyeball_error(lo, lm))
+                try:
+                    d = diagnostic_distance_error(lo, lm)
+                except ValueError:
+                    continue
+                errs["fissure"].append((d["left_fissure"] + d["right_fissure"]) / 2)
+                errs["strabismus_asymmetry"].append(d["strabismus_asymmetry"])
         n = len(self.records)
         metrics["geometry.face_detected_rate"] = _metric(detected / n, n, note="MediaPipe finds a face in the output")
         for region in ("eye", "mouth", "nose"):
@@ -460,6 +487,13 @@ class Evaluation:
         for k in ("gaze_yaw", "gaze_pitch"):
             v = np.array(errs[k])
             metrics[f"geometry.{k}_error"] = _metric(v.mean() if len(v) else None, len(v), unit="degrees", hib=False)
+        notes = {"eyelid": "Digital Mask's eyelid error: 32 lid points", "eyeball": "Digital Mask's eyeball error: 10 iris points",
+                 "fissure": "FaceDefender's lid-to-lid fissure distance, both eyes",
+                 "strabismus_asymmetry": "FaceDefender's strabismus measure: |iris-to-inner-canthus left - right|"}
+        for k, note in notes.items():
+            v = np.array(errs[k])
+            metrics[f"geometry.{k}_error"] = _metric(v.mean() if len(v) else None, len(v), unit="inter-ocular", hib=False,
+                                                     note=f"{note}; change from the original, over outputs with a detected face")
 
     def _key_security(self, metrics, evaluators) -> None:
         from mema.evaluation.attacks import key_security_on_corpus
@@ -469,7 +503,8 @@ class Evaluation:
                                      ref=self.ref, device=self.device, progress=self.progress)
         atomic_write_bytes(self.out / "key_security.json", (res.model_dump_json(indent=2) + "\n").encode())
         metrics.update(res.metrics())
-        evaluators["key_security"] = {"judge": res.judge, "skipped": res.skipped, "seconds": res.seconds}
+        evaluators["key_security"] = {"judge": res.judge, "skipped": res.skipped, "seconds": res.seconds,
+                                      "invalid": {k: v.reason for k, v in res.invalid.items()}}
 
     def _fidelity(self, restored, metrics) -> None:
         from mema.metrics.image import psnr, ssim
@@ -477,6 +512,8 @@ class Evaluation:
         ps = np.array([psnr(self.corpus.load_image(r), restored[r.id]) for r in self.records])
         ss = np.array([ssim(self.corpus.load_image(r), restored[r.id]) for r in self.records])
         finite = np.isfinite(ps)
-        metrics["reversibility.psnr"] = _metric(float(np.mean(np.minimum(ps, 100.0))), len(ps), unit="dB", hib=True,
+        capped = np.minimum(ps, 100.0)
+        idx = np.arange(len(ps))
+        metrics["reversibility.psnr"] = _metric(float(np.mean(capped)), len(ps), self._ci(lambda i: capped[i].mean(), idx), unit="dB", hib=True,
                                                 note=f"{int((~finite).sum())} exact restorations counted as 100 dB")
-        metrics["reversibility.ssim"] = _metric(float(np.mean(ss)), len(ss), hib=True)
+        metrics["reversibility.ssim"] = _metric(float(np.mean(ss)), len(ss), self._ci(lambda i: ss[i].mean(), idx), hib=True)

@@ -220,12 +220,16 @@ class PrivacySuite:
         res = self.zoo.embed([restored[r.id] for r in recs], lms, "embed restored", [name])[name]
         okr = np.flatnonzero(np.isfinite(orig).all(1) & np.isfinite(res).all(1))
         dres = l2_distance(orig, res)
-        metrics[f"reversibility.{name}.id_dis_restored"] = self._metric(np.mean(dres[okr]) if len(okr) else None, len(okr), unit="L2", hib=False)
-        metrics[f"reversibility.{name}.same_person_rate_restored"] = self._metric(accept_rate(dres[okr], tau), len(okr), hib=True)
+        ev = self.ev
+        metrics[f"reversibility.{name}.id_dis_restored"] = self._metric(np.mean(dres[okr]) if len(okr) else None, len(okr),
+                                                                       ev._ci(lambda i: dres[i].mean(), okr), unit="L2", hib=False)
+        metrics[f"reversibility.{name}.same_person_rate_restored"] = self._metric(accept_rate(dres[okr], tau), len(okr),
+                                                                                 ev._ci(lambda i: np.mean(dres[i] < tau), okr), hib=True)
         wr = self.zoo.embed([wrong[r.id] for r in recs], lms, "embed wrong-key", [name])[name]
         view = identify(wr, ids, self.gallery_emb[name], self.gallery_ids, name)
         okw = np.flatnonzero(view.usable)
-        metrics[f"reversibility.{name}.wrong_key_protection_rate"] = self._metric(1 - np.mean(view.hits[okw]) if len(okw) else None, len(okw), hib=True)
+        metrics[f"reversibility.{name}.wrong_key_protection_rate"] = self._metric(
+            1 - np.mean(view.hits[okw]) if len(okw) else None, len(okw), ev._ci(lambda i: 1 - view.hits[i].mean(), okw), hib=True)
 
     def _linkability(self, out_emb: dict, ids: np.ndarray, metrics: dict) -> None:
         """Each identity's first output as probe, its last output as the gallery of outputs."""

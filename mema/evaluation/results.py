@@ -52,6 +52,7 @@ class Results(Strict):
     evaluators: dict
     seeds: dict[str, int]
     environment: dict[str, str | int | None]
+    libraries: dict[str, str] = Field(default_factory=dict)  # versions of every model library (mema.evaluation.environment)
     timings: dict[str, StageTiming]
     metrics: dict[str, Metric]
     breakdowns: dict[str, dict[str, Metric]] = Field(default_factory=dict)
