@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -41,6 +42,7 @@ from mema.methods import Method, MethodError, check_output
 Action = Literal["anonymize", "restore", "release"]
 LOCK_NAME = ".mema.lock"
 VIRTUAL_SUFFIX = ".virtual.png"
+PNG_LEVEL = 3  # a 24 MP photo: 4 s and 12.8 MB, against 10.5 s and 11.0 MB at zlib level 6
 STOP_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO}
 
 
@@ -432,14 +434,23 @@ def anonymize(method: Method, key: Key | None, inp: Path, out: Path, audit: Audi
             run.skip(item.rel, "no face found, so nothing was written (is it a photo of a face? a face smaller than "
                                "1/64 of the photo's long side can be missed)")
             return
-        faces = faces_of(item, np.stack([crop(rgb, r, size) for r in regions]))
+        try:
+            crops = np.stack([crop(rgb, r, size) for r in regions])
+        except (cv2.error, ValueError, MemoryError) as exc:
+            run.skip(item.rel, f"its {len(regions)} face(s) could not be cut out, so nothing was written ({type(exc).__name__})")
+            return
+        faces = faces_of(item, crops)
         if faces is None:
             return
-        pixels = paste(rgb, faces, regions)
+        try:
+            pixels = paste(rgb, faces, regions)
+        except (cv2.error, ValueError, MemoryError) as exc:
+            run.skip(item.rel, f"its {len(regions)} face(s) could not be pasted back, so nothing was written ({type(exc).__name__})")
+            return
         chunk = container_chunk(pixels, rgb, regions, method=ident, key=key, seal=seal)
         note = next((n for r, n in run.summary.notes if r == item.rel), "")
         what = f"{len(regions)} face(s)" + ("; sealed" if seal else "")
-        if run.write(item.rel, name, png_bytes(pixels, [(CHUNK, chunk)]), in_sha, ident, "; ".join(n for n in (what, note) if n)):
+        if run.write(item.rel, name, png_bytes(pixels, [(CHUNK, chunk)], PNG_LEVEL), in_sha, ident, "; ".join(n for n in (what, note) if n)):
             run.summary.faces += len(regions)
 
     def body() -> None:
@@ -531,13 +542,13 @@ def restore(key: Key, inp: Path, out: Path, audit: AuditLog, *, method_factory: 
                 except MethodError as why:
                     run.skip(item.rel, f"{reason}; {why}")
                     return
-                if run.write(item.rel, vname, png_bytes(fake), in_sha, (m.info.name, m.info.version),
+                if run.write(item.rel, vname, png_bytes(fake, compress_level=PNG_LEVEL), in_sha, (m.info.name, m.info.version),
                              "virtual face: the method's learned restore, not the patient"):
                     run.summary.virtual.append(vname)
                     reason = f"not restored: {exc}; its virtual face was written as {vname} (not the patient)"
             run.skip(item.rel, reason)
             return
-        if run.write(item.rel, name, png_bytes(original), in_sha, ident, note) and "JPEG" in note:
+        if run.write(item.rel, name, png_bytes(original, compress_level=PNG_LEVEL), in_sha, ident, note) and "JPEG" in note:
             run.summary.lossy.append(item.rel)
 
     def body() -> None:
@@ -592,7 +603,7 @@ def release(inp: Path, out: Path, audit: AuditLog, *, overwrite: bool = False, p
         chunk = released_chunk(container, faces=None if container else 1)
         notes = [n for n, on in (("seal removed", container is not None and container.sealed), ("low-bit seal scrubbed", low)) if on]
         ident = container.method if container is not None and container.method[0] else ("low-bit-seal", "MRS")
-        run.write(item.rel, name, png_bytes(pixels, [(CHUNK, chunk)]), in_sha, ident, "; ".join(notes) or "no seal to remove")
+        run.write(item.rel, name, png_bytes(pixels, [(CHUNK, chunk)], PNG_LEVEL), in_sha, ident, "; ".join(notes) or "no seal to remove")
 
     def body() -> None:
         for item in items:

@@ -127,7 +127,7 @@ def read_rgb(path: str | Path, data: bytes | None = None) -> tuple[np.ndarray, s
     return np.asarray(rgb, dtype=np.uint8).copy(), "; ".join(notes) or None
 
 
-def png_bytes(array: np.ndarray, chunks: list[tuple[bytes, bytes]] | None = None) -> bytes:
+def png_bytes(array: np.ndarray, chunks: list[tuple[bytes, bytes]] | None = None, compress_level: int = 6) -> bytes:
     """Lossless PNG of a uint8 HxW or HxWx3 array (fixed settings, so bytes are deterministic), with
     ``chunks`` (type, data) placed before the image data."""
     if array.dtype != np.uint8:
@@ -140,7 +140,7 @@ def png_bytes(array: np.ndarray, chunks: list[tuple[bytes, bytes]] | None = None
         for ctype, data in chunks:
             info.add(ctype, data)
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=6, pnginfo=info)
+    Image.fromarray(array).save(buf, format="PNG", compress_level=compress_level, pnginfo=info)
     return buf.getvalue()
 
 

@@ -77,6 +77,9 @@ def _invert(m: np.ndarray) -> np.ndarray:
 def region_for(points: np.ndarray, size: int, shape: tuple[int, int]) -> Region:
     """The region of a face with five ``points`` in a photo of ``shape`` (H, W), for crops of ``size``."""
     m = _similarity(np.asarray(points, np.float64), TEMPLATE * size)
+    scale = float(np.hypot(*m[0, :2]))
+    if not np.isfinite(m).all() or not 1e-3 < scale < 1e3:
+        raise PhotoError("a detected face could not be aligned (its landmarks are degenerate)")
     corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
     inv = _invert(m)
     photo = corners @ inv[:, :2].T + inv[:, 2]

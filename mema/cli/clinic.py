@@ -115,7 +115,7 @@ def _load_method(spec: str):
         raise MethodError(f"cannot load method {spec!r}: {type(exc).__name__}: {exc}") from None
 
 
-def _report(command: str, summary, audit_path: Path) -> int:
+def _report(command: str, summary, audit_path: Path, key_id: str | None = None) -> int:
     for rel, reason in summary.skipped:
         _err(f"skipped {rel}: {reason}")
     if summary.notes:
@@ -137,6 +137,8 @@ def _report(command: str, summary, audit_path: Path) -> int:
     if summary.hidden:
         done += f", {summary.hidden} hidden file(s) ignored"
     print(f"{done}; audit log: {audit_path}")
+    if command == "anonymize" and key_id and summary.written:
+        print(f"sealed with key id {key_id}: keep the key and the original photos; an edited or re-encoded copy no longer restores")
     return EXIT_SKIPPED if summary.skipped else EXIT_OK
 
 
@@ -150,6 +152,7 @@ def _run(args) -> int:
 
     audit = AuditLog(args.audit or default_audit_path(args.output))
     progress = not args.quiet
+    key = None
     try:
         if args.command == "anonymize":
             if args.batch_size < 1:
@@ -160,6 +163,8 @@ def _run(args) -> int:
                 why = "--seal" if args.seal and not method.info.reversible else f"method {method.info.name!r}"
                 raise clinic.ClinicError(f"{why} needs a key: give --key FILE (make one with 'mema keygen FILE')")
             key = read_key(args.key) if args.key is not None and needs_key else None
+            if args.key is not None and not needs_key:
+                _err(f"note: {method.info.name} is not reversible, so the key is not used (add --seal to make the outputs restorable)")
             runtime.set_torch_threads()
             summary = clinic.anonymize(method, key, args.input, args.output, audit, seal=needs_key, batch_size=args.batch_size,
                                        overwrite=args.overwrite, progress=progress)
@@ -179,7 +184,7 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         _err("interrupted; run the same command again to resume")
         return EXIT_INTERRUPTED
-    return _report(args.command, summary, audit.path)
+    return _report(args.command, summary, audit.path, key.key_id if args.command == "anonymize" and key is not None else None)
 
 
 def main(argv: list[str] | None = None) -> int:
