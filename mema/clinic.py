@@ -90,7 +90,7 @@ def find_inputs(inp: Path) -> tuple[list[Item], int]:
         nonlocal hidden
         st = folder.stat()
         if (st.st_dev, st.st_ino) in seen:
-            items.append(Item(folder, prefix.rstrip("/") or ".", "a symlinked folder already visited (a loop); not followed"))
+            items.append(Item(folder, prefix.rstrip("/") or ".", "a symlinked folder already visited (a loop, or a second link to it); not followed"))
             return
         seen.add((st.st_dev, st.st_ino))
         try:
@@ -251,6 +251,9 @@ class Run:
 
     def start(self) -> list[Item]:
         items, self.summary.hidden = find_inputs(self.inp)
+        if not items:
+            hidden = f" ({self.summary.hidden} hidden file(s) ignored)" if self.summary.hidden else ""
+            raise ClinicError(f"no files under {self.inp}{hidden}")
         check_paths(self.inp, self.out)
         self.audit.check(inputs=self.inp)
         self.input_files = {it.path.resolve() for it in items if it.problem is None}
@@ -596,7 +599,7 @@ def release(inp: Path, out: Path, audit: AuditLog, *, overwrite: bool = False, p
         if container is None and not low:
             run.skip(item.rel, "not an image mema anonymized (no mema chunk or seal); only anonymized images are released")
             return
-        if container is not None and container.state == "anonymized" and not container.header.get("faces"):
+        if container is not None and container.state == "anonymized" and not container.header.faces:
             run.skip(item.rel, "its mema chunk records no anonymized face; not released")
             return
         pixels = scrub(rgb)

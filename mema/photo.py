@@ -22,8 +22,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from typing import Literal
+
 import cv2
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mema.imageio import png_chunk
 from mema.keys import Key
@@ -31,7 +34,7 @@ from mema.keys import Key
 CHUNK = b"meMA"  # ancillary, private, unsafe to copy: editors that change the pixels must drop it
 MAGIC = b"MPH1"
 PURPOSE = b"mema-photo-seal-v1"
-FORMAT = "mema-photo-1"
+FORMAT = "mema-photo-1"  # PhotoHeader.format
 DEFAULT_SIZE = 128  # methods that do not declare a crop size get MeMa's
 # MeMa's crop framing: YuNet's five points on the corpus faces (mean over 97 of 100 DCGAN faces, 128 px).
 TEMPLATE = np.array([[44.1, 59.5], [83.0, 59.4], [62.4, 82.7], [48.1, 103.7], [80.1, 103.9]]) / 128.0
@@ -154,44 +157,66 @@ def paste(rgb: np.ndarray, faces: np.ndarray, regions: list[Region]) -> np.ndarr
 
 # --- the container -----------------------------------------------------------------------------------
 
+class RegionRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    matrix: list[float] = Field(min_length=6, max_length=6)
+    box: list[int] = Field(min_length=4, max_length=4)
+
+
+class PhotoHeader(BaseModel):
+    """The clear part of the chunk. ``released`` headers keep only format, state, method and faces."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["mema-photo-1"]
+    state: Literal["anonymized", "released"]
+    method: str
+    method_version: str
+    faces: int = Field(ge=0)
+    shape: list[int] | None = None
+    regions: list[RegionRecord] | None = None
+    key_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
+    sealed: bool = False
+
+    def canonical(self) -> bytes:
+        return json.dumps(self.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True)
 class Container:
     """The public part of a protected photo's chunk, and its ciphertext (empty when not sealed)."""
 
-    header: dict
-    header_bytes: bytes
+    header: PhotoHeader
+    header_bytes: bytes  # as stored: the associated data of the ciphertext
     ciphertext: bytes
 
     @property
     def state(self) -> str:
-        return self.header.get("state", "")
+        return self.header.state
 
     @property
     def key_id(self) -> str | None:
-        return self.header.get("key_id")
+        return self.header.key_id
 
     @property
     def sealed(self) -> bool:
-        return bool(self.header.get("sealed"))
+        return self.header.sealed
 
     @property
     def method(self) -> tuple[str, str]:
-        return str(self.header.get("method", "")), str(self.header.get("method_version", ""))
+        return self.header.method, self.header.method_version
 
     def regions(self) -> list[Region]:
-        return [Region(tuple(float(v) for v in r["matrix"]), tuple(int(v) for v in r["box"])) for r in self.header.get("regions", [])]
-
-
-def _canonical(header: dict) -> bytes:
-    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        return [Region(tuple(float(v) for v in r.matrix), tuple(int(v) for v in r.box)) for r in self.header.regions or []]
 
 
 def _pixels_digest(pixels: np.ndarray) -> bytes:
     return hashlib.sha256(np.ascontiguousarray(pixels).tobytes() + repr(pixels.shape).encode()).digest()
 
 
-def _pack(header: dict, ciphertext: bytes = b"") -> bytes:
-    hb = _canonical(header)
+def _pack(header: PhotoHeader, ciphertext: bytes = b"") -> bytes:
+    hb = header.canonical()
     return MAGIC + len(hb).to_bytes(4, "big") + hb + ciphertext
 
 
@@ -200,26 +225,23 @@ def container_chunk(pixels: np.ndarray, original: np.ndarray, regions: list[Regi
     """The chunk for protected ``pixels`` made from ``original`` (same shape); sealed when ``seal``."""
     from mema.sealing import seal_bytes
 
-    header = {"format": FORMAT, "state": "anonymized", "method": method[0], "method_version": method[1],
-              "shape": list(pixels.shape[:2]), "faces": len(regions),
-              "regions": [{"matrix": list(r.matrix), "box": list(r.box)} for r in regions],
-              "key_id": key.key_id if (seal and key is not None) else None, "sealed": bool(seal)}
+    if seal and key is None:
+        raise PhotoError("sealing needs a key")
+    header = PhotoHeader(format=FORMAT, state="anonymized", method=method[0], method_version=method[1], faces=len(regions),
+                         shape=list(pixels.shape[:2]), regions=[RegionRecord(matrix=list(r.matrix), box=list(r.box)) for r in regions],
+                         key_id=key.key_id if seal else None, sealed=bool(seal))
     if not seal:
         return _pack(header)
-    if key is None:
-        raise PhotoError("sealing needs a key")
-    hb = _canonical(header)
     # Raw pixels: the ciphertext's length then follows from the regions alone, not from the photo's content.
     plaintext = b"".join(np.ascontiguousarray(original[y0:y1, x0:x1]).tobytes() for y0, x0, y1, x1 in (r.box for r in regions))
-    return _pack(header, seal_bytes(plaintext, key, [MAGIC, hb, _pixels_digest(pixels)], PURPOSE))
+    return _pack(header, seal_bytes(plaintext, key, [MAGIC, header.canonical(), _pixels_digest(pixels)], PURPOSE))
 
 
 def released_chunk(container: Container | None, faces: int | None = None) -> bytes:
     """The public marker a released image keeps: that mema anonymized it, with which method; no seal, no key id."""
-    header = {"format": FORMAT, "state": "released",
-              "method": container.method[0] if container else "", "method_version": container.method[1] if container else "",
-              "faces": int(container.header.get("faces", 0)) if container else int(faces or 0)}
-    return _pack(header)
+    name, version = container.method if container is not None else ("", "")
+    n = container.header.faces if container is not None else int(faces or 0)
+    return _pack(PhotoHeader(format=FORMAT, state="released", method=name, method_version=version, faces=n))
 
 
 def read_container(file_bytes: bytes) -> Container | None:
@@ -235,11 +257,9 @@ def read_container(file_bytes: bytes) -> Container | None:
     n = int.from_bytes(data[4:8], "big")
     hb = data[8 : 8 + n]
     try:
-        header = json.loads(hb)
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise ValueError
-    except ValueError:
-        raise PhotoError("its mema chunk is not one this version reads") from None
+        header = PhotoHeader.model_validate_json(hb)
+    except ValidationError:
+        raise PhotoError("its mema chunk is not one this version reads (or it was edited)") from None
     return Container(header, hb, data[8 + n :])
 
 
@@ -254,7 +274,7 @@ def open_container(pixels: np.ndarray, container: Container, key: Key) -> np.nda
         raise PhotoError(f"anonymized with {name}, which is not reversible, without --seal: it carries no original")
     if container.key_id != key.key_id:
         raise PhotoError(f"sealed with key id {container.key_id}; this key is {key.key_id}")
-    if list(pixels.shape[:2]) != container.header.get("shape"):
+    if list(pixels.shape[:2]) != container.header.shape:
         raise PhotoError("its size differs from the sealed photo's (resized or edited since it was anonymized)")
     plain = open_bytes(container.ciphertext, key, [MAGIC, container.header_bytes, _pixels_digest(pixels)], PURPOSE)
     if plain is None:

@@ -176,6 +176,19 @@ def test_every_face_of_a_group_photo_is_replaced_and_the_background_kept(tmp_pat
     assert len(FaceDetector().detect(anon)) >= 3  # still faces (pasted at their place), just not the patients'
 
 
+def test_the_detector_finds_frame_filling_and_small_faces_and_nothing_in_noise(faces):
+    from mema.faces.detection import FaceDetector
+
+    det = FaceDetector()
+    assert [len(det.detect(f)) for f in faces] == [1] * len(faces)  # aligned crops: the face fills the frame
+    small = _photo(faces, 400, 300, [(0, 20, 20, 24), (1, 200, 100, 24), (2, 300, 200, 24)])
+    assert len(det.detect(small)) == 3
+    large = _photo(faces, 1600, 1200, [(3, 100, 100, 1000), (4, 1300, 900, 120)])
+    assert len(det.detect(large)) == 2
+    assert det.detect(_photo(faces, 200, 150, [])) == []
+    assert det.detect(np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)) == []
+
+
 # --- never overwrite -------------------------------------------------------------------------------------
 
 def test_anonymize_a_photo_into_its_own_folder_is_refused(tmp_path, faces, keyfile, mema):
@@ -552,7 +565,7 @@ def test_release_strips_the_seal(tmp_path, faces, keyfile, mema, rofi):
     assert code == 0 and "released 2 image(s)" in out, err
     released = tmp_path / "shared" / "a.png"
     c = read_container(released.read_bytes())
-    assert c.state == "released" and c.ciphertext == b"" and c.key_id is None and "regions" not in c.header
+    assert c.state == "released" and c.ciphertext == b"" and c.key_id is None and c.header.regions is None and b"regions" not in c.header_bytes
     assert np.array_equal(read_rgb(released)[0], read_rgb(tmp_path / "anon" / "a.png")[0])  # the same pixels
     crop = read_rgb(tmp_path / "shared" / "crop.png")[0]
     assert open_seal(crop, read_key(keyfile)).status == "no-seal"
@@ -571,6 +584,7 @@ def test_release_strips_the_seal(tmp_path, faces, keyfile, mema, rofi):
         ("missing key", "does not exist"),
         ("corrupt key", "is not a MeMa key"),
         ("missing input", "does not exist"),
+        ("empty input folder", "no files under"),
         ("no key", "needs a key"),
         ("unknown method", "unknown method"),
         ("bad option", "unrecognized arguments"),
@@ -589,6 +603,9 @@ def test_usage_errors_are_one_line_with_exit_2(tmp_path, faces, keyfile, mema, c
         os.chmod(key, 0o600)
     elif case == "missing input":
         src = tmp_path / "nothing"
+    elif case == "empty input folder":
+        src = tmp_path / "empty"
+        (src / ".hidden").mkdir(parents=True)
     elif case == "unknown method":
         method = "no-such-method"
     elif case == "bad option":

@@ -204,7 +204,7 @@ def test_photo_container_is_bit_exact_bound_to_every_pixel_and_names_its_key():
     chunk = container_chunk(protected, original, regions, method=("toy", "1"), key=KEY, seal=True)
     assert chunk == container_chunk(protected, original, regions, method=("toy", "1"), key=KEY, seal=True)
     c = read_container(png_bytes(protected, [(CHUNK, chunk)]))
-    assert c.key_id == KEY.key_id and c.sealed and c.header["faces"] == 2 and c.method == ("toy", "1")
+    assert c.key_id == KEY.key_id and c.sealed and c.header.faces == 2 and c.method == ("toy", "1")
     assert np.array_equal(open_container(protected, c, KEY), original)
     with pytest.raises(PhotoError, match=f"sealed with key id {KEY.key_id}; this key is {OTHER.key_id}"):
         open_container(protected, c, OTHER)

@@ -1,10 +1,11 @@
 """Every face in a photo: YuNet (OpenCV Zoo, int8), independent of the methods' own landmark models.
 
 YuNet finds faces from about 40 to 300 px at its input scale, so a photo is searched at a pyramid of
-scales (long side 640, 1280, 2560 px, none above the photo's own size); the smallest pass is padded with
-grey so that a face filling the frame (an aligned crop) is found too. Detections of the passes are merged
-by non-maximum suppression. Faces smaller than about 1/64 of the long side (94 px in a 6000 px photo)
-can be missed; ``mema anonymize`` reports how many faces it found in each photo.
+scales (long side 640, 1280, 2560 px; a small photo is enlarged up to 2x, never more); the smallest pass
+is padded with grey so that a face filling the frame (an aligned crop) is found too. Detections of the
+passes are merged by non-maximum suppression. Faces smaller than about 1/64 of the long side (94 px in a
+6000 px photo; 20 px in a small one) can be missed; ``mema anonymize`` reports how many faces it found
+in each photo.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ SCORE_THRESHOLD = 0.6
 NMS_IOU = 0.3
 PASS_SIDES = (640, 1280, 2560)
 PAD_FRACTION = 0.25
+MAX_UPSCALE = 2.0
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,14 @@ class FaceDetector:
             net = self._local.net = cv2.FaceDetectorYN.create(self.model, "", (320, 320), self.score_threshold, NMS_IOU, 5000)
         return net
 
-    def _pass(self, rgb: np.ndarray, side: int, pad: float) -> np.ndarray:
-        """Rows (x, y, w, h, 10 landmark coordinates, score) in the coordinates of ``rgb``."""
+    def _pass(self, rgb: np.ndarray, scale: float, pad: float) -> np.ndarray:
+        """Rows (x, y, w, h, 10 landmark coordinates, score) in the coordinates of ``rgb``, searched at ``scale``."""
         h, w = rgb.shape[:2]
         p = int(round(pad * max(h, w)))
         img = cv2.copyMakeBorder(rgb, p, p, p, p, cv2.BORDER_CONSTANT, value=(128, 128, 128)) if p else rgb
-        scale = min(1.0, side / max(img.shape[:2]))
-        if scale < 1.0:
-            img = cv2.resize(img, (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        if scale != 1.0:
+            img = cv2.resize(img, (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale))),
+                             interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_CUBIC)
         net = self._net()
         net.setInputSize((img.shape[1], img.shape[0]))
         _, rows = net.detect(np.ascontiguousarray(img[..., ::-1]))
@@ -79,8 +81,9 @@ class FaceDetector:
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Every face found in an (H, W, 3) uint8 RGB photo, largest first."""
         long_side = max(rgb.shape[:2])
-        sides = [s for s in PASS_SIDES if s < long_side] + [min(long_side, PASS_SIDES[-1])]
-        rows = [self._pass(rgb, sides[0], PAD_FRACTION)] + [self._pass(rgb, s, 0.0) for s in sides[1:]]
+        scales = sorted({min(MAX_UPSCALE, side / long_side) for side in PASS_SIDES})
+        # the smallest pass on the padded photo (its long side is 1 + 2 * PAD_FRACTION times longer)
+        rows = [self._pass(rgb, scales[0] / (1 + 2 * PAD_FRACTION), PAD_FRACTION)] + [self._pass(rgb, s, 0.0) for s in scales[1:]]
         allrows = np.concatenate(rows) if rows else np.zeros((0, 15))
         allrows = allrows[np.argsort(-allrows[:, 14], kind="stable")]
         kept: list[np.ndarray] = []
