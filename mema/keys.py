@@ -2,6 +2,7 @@
 
 The 512-d key vector is derived deterministically from the secret (HKDF-SHA256 -> seed of a normal
 sampler). Outputs and logs carry the key id only; no message here ever includes the secret.
+A key file that group or others may read is refused, with the ``chmod 600`` fix (ssh's rule for keys).
 """
 
 from __future__ import annotations
@@ -67,8 +68,24 @@ def write_key(path: str | Path, key: Key) -> None:
         fh.write(body + "\n")
 
 
+def check_permissions(path: Path) -> None:
+    """KeyFileError when group or others may read or write the key file (POSIX only)."""
+    if os.name != "posix":
+        return
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return  # reading it reports the problem
+    if mode & 0o077:
+        raise KeyFileError(f"key file {path} is accessible by group or others (mode {mode:04o}); "
+                           f"a key must be private: run 'chmod 600 {path}'")
+
+
 def read_key(path: str | Path) -> Key:
     path = Path(path)
+    if path.is_dir():
+        raise KeyFileError(f"key file {path} is a folder")
+    check_permissions(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

@@ -25,6 +25,7 @@ def test_secret_never_in_repr_or_errors(tmp_path):
     data = json.loads(path.read_text())
     data["key_id"] = "0" * 16
     path.write_text(json.dumps(data))
+    path.chmod(0o600)
     with pytest.raises(KeyFileError) as info:
         read_key(path)
     assert data["secret"] not in str(info.value)
@@ -43,6 +44,7 @@ def test_secret_never_in_repr_or_errors(tmp_path):
 def test_bad_key_files(tmp_path, content, match):
     path = tmp_path / "bad.key"
     path.write_bytes(content)
+    path.chmod(0o600)
     with pytest.raises(KeyFileError, match=match):
         read_key(path)
 
@@ -65,3 +67,22 @@ def test_hkdf_rfc5869_case_1():
     info = bytes.fromhex("f0f1f2f3f4f5f6f7f8f9")
     okm = hkdf_sha256(ikm, info, 42, salt=salt)
     assert okm.hex() == "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o606])
+def test_key_readable_by_group_or_others_is_refused_with_the_fix(tmp_path, mode):
+    path = tmp_path / "k.key"
+    write_key(path, generate_key())
+    path.chmod(mode)
+    with pytest.raises(KeyFileError) as info:
+        read_key(path)
+    assert f"mode {mode:04o}" in str(info.value) and f"chmod 600 {path}" in str(info.value)
+    path.chmod(0o600)
+    assert read_key(path).key_id
+    path.chmod(0o400)  # read-only for the owner is fine too
+    assert read_key(path).key_id
+
+
+def test_a_folder_is_not_a_key(tmp_path):
+    with pytest.raises(KeyFileError, match="is a folder"):
+        read_key(tmp_path)

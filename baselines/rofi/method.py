@@ -6,10 +6,12 @@ Inference runs in eval mode with no randomness: the same input and key give the 
 ``MEMA_ROFI_SIGN_THRESHOLD`` overrides the sign threshold (the paper's Table 1 ablation);
 ``MEMA_ROFI_EYE_OPENINGS=0`` turns off keeping the original's eye openings (the ablation in docs/rofi.md).
 
-Reversibility: ``anonymize`` seals a copy of the original into the protected image's low bits
-(:mod:`~mema.baselines.rofi.sealed`); ``restore`` opens it with the right key. Images that carry no copy
-openable with the given key (a wrong key, a re-encoded or edited file, a photo never anonymized) go
-through the neural restorer, which gives a key-dependent face and never the original.
+Reversibility: ``rofi`` is :class:`ROFINetworks` wrapped by :class:`mema.sealing.Sealed`: ``anonymize``
+seals a copy of the original into the protected image's low bits; ``restore`` opens it with the right
+key. Images that carry no copy openable with the given key (a wrong key, a re-encoded or edited file, a
+photo never anonymized) go through the neural restorer, which gives a key-dependent face and never the
+original. ``rofi-unsealed`` is the networks alone (its restore is the learned restorer only), so the
+learned restorer's own figures can be measured beside the sealed ones.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ import torch
 
 from mema.baselines.rofi.config import ROFIConfig
 from mema.baselines.rofi.networks import ROFI
-from mema.baselines.rofi.sealed import SealError, seal, unseal
 from mema.keys import Key, key_vector
 from mema.methods import MethodError, MethodInfo, register
+from mema.sealing import Sealed
 
 WEIGHTS_ENTRY = "rofi_mema_mini"
-PER_IMAGE_THREADS = 2  # landmark detection and sealing run per image, beside torch
+DESCRIPTION = ("ROFI (reversible ophthalmic face anonymization): weakly supervised sign detector, "
+               "key-conditioned transformer identity translator on the key's virtual face, DA-Former, Dec-Net; "
+               "the original's eye openings kept")
+PER_IMAGE_THREADS = 2  # landmark detection runs per image, beside torch
 
 
 def load_rofi(path: Path | None = None, device: str = "cpu") -> tuple[ROFI, dict]:
@@ -58,9 +63,10 @@ def load_rofi(path: Path | None = None, device: str = "cpu") -> tuple[ROFI, dict
     return model.to(device).eval().requires_grad_(False), {**record, "meta": state.get("meta", {})}
 
 
-@register("rofi")
-class ROFIMethod:
-    """Reversible, key-protected anonymizer that keeps the detected ophthalmic sign regions."""
+@register("rofi-unsealed")
+class ROFINetworks:
+    """ROFI's networks alone: key-protected anonymizer that keeps the detected ophthalmic sign regions;
+    its restore is the learned restorer (no sealed original)."""
 
     def __init__(self, weights: str | Path | None = None, sign_threshold: float | None = None, batch_size: int = 64):
         from mema.runtime import default_device
@@ -86,15 +92,11 @@ class ROFIMethod:
         self._pool = None
         self.batch_size = batch_size
         self.info = MethodInfo(
-            name="rofi", version="0.1.0", reversible=True, key_scheme="mema-key-v1", licence="Apache-2.0",
+            name="rofi-unsealed", version="0.1.0", reversible=True, key_scheme="mema-key-v1", licence="Apache-2.0",
             trained_on=self.weights["meta"].get("trained_on", "MeMa-mini train split"),
-            description="ROFI (reversible ophthalmic face anonymization): weakly supervised sign detector, "
-                        "key-conditioned transformer identity translator on the key's virtual face, DA-Former, Dec-Net; "
-                        "the original's eye openings kept; the original sealed with AES-SIV in the two low bits, "
-                        "opened by the same key (restorer network otherwise).",
+            description=DESCRIPTION + ", restorer network.",
             paper="ROFI (seed paper 000); losses from MeMa MedSem-DeID",
-            params={"restoration": "sealed original (AES-SIV, 2 low bits), neural fallback",
-                    "keep_eye_openings": self.keep_eye_openings,
+            params={"reversibility": "learned", "keep_eye_openings": self.keep_eye_openings,
                     "image_size": self.model.cfg.image_size, "sign_threshold": self.threshold, "translator_depth": self.model.cfg.translator_depth,
                     "weights_sha256": self.weights["sha256"][:16]},
         )
@@ -111,8 +113,8 @@ class ROFIMethod:
         return det
 
     def _map(self, fn, items) -> list:
-        """``fn`` over ``items`` on two threads: landmarks (MediaPipe), JPEG and AES release the GIL, and
-        torch is idle meanwhile, so this is what keeps anonymize above 40 images/s on 2 cores."""
+        """``fn`` over ``items`` on two threads: landmarks (MediaPipe) release the GIL and torch is idle
+        meanwhile (sealing runs on the wrapper's own two threads), which keeps anonymize above 40 images/s on 2 cores."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=PER_IMAGE_THREADS, thread_name_prefix="rofi")
             weakref.finalize(self, self._pool.shutdown)
@@ -164,31 +166,15 @@ class ROFIMethod:
         return out
 
     def anonymize(self, images: np.ndarray, key: Key | None = None) -> np.ndarray:
-        protected = self._run(images, key, self.anonymize_tensor)
-
-        def sealed(i: int) -> np.ndarray:
-            try:
-                return seal(protected[i], images[i], key)
-            except SealError:  # an original too detailed for the carrier even as a coarse JPEG: left unsealed,
-                return protected[i]  # so restore gives the restorer network's face (and `mema restore` warns)
-
-        if len(protected):
-            protected[:] = np.stack(self._map(sealed, range(len(protected))))
-        return protected
-
-    def opened(self, images: np.ndarray, key: Key) -> list[np.ndarray | None]:
-        """Per image: the sealed original when ``key`` opens it, else None."""
-        return self._map(lambda img: unseal(img, key), images)
+        return self._run(images, key, self.anonymize_tensor)
 
     def restore(self, images: np.ndarray, key: Key) -> np.ndarray:
-        self._check(images, key)
-        out = images.copy()
-        closed = []
-        for i, original in enumerate(self.opened(images, key)):
-            if original is None:
-                closed.append(i)
-            else:
-                out[i] = original
-        if closed:
-            out[closed] = self._run(images[closed], key, self.restore_tensor)
-        return out
+        return self._run(images, key, self.restore_tensor)
+
+
+@register("rofi")
+class ROFIMethod(Sealed):
+    """ROFI as shipped: the networks, with the original sealed into the protected image (``mema.sealing``)."""
+
+    def __init__(self, weights: str | Path | None = None, sign_threshold: float | None = None, batch_size: int = 64):
+        super().__init__(ROFINetworks(weights, sign_threshold, batch_size), name="rofi", description=DESCRIPTION)
