@@ -79,19 +79,26 @@ def test_semantic_encoder_is_the_unets_first_blocks_and_is_normalised():
 def test_losses_are_the_papers():
     w = LossWeights()
     assert (w.deid, w.rev_id, w.wrong, w.med, w.rev, w.gan) == (1, 1, 1, 5, 0.1, 1)  # L_deid + L_rev-id + L_wrong + 5 L_med + 0.1 L_rev + L_GAN
+    paper = w.model_copy(update={"id_margin": None})
     e = torch.nn.functional.normalize(torch.randn(4, 128), dim=1)
     x = torch.rand(2, 3, 8, 8)
     f = torch.randn(2, 5, 4, 4)
-    total, terms = objective(w, e_x=e, e_enc=e, e_rev=-e, e_wrong=e, f_med=f, f_med_enc=f + 1.0, x=x, x_rev=x + 0.5,
-                             gan=torch.tensor(0.25))
+    same = dict(e_x=e, e_enc=e, e_rev=-e, e_wrong=e, f_med=f, f_med_enc=f + 1.0, x=x, x_rev=x + 0.5, gan=torch.tensor(0.25))
+    total, terms = objective(paper, **same)
     assert terms["deid"].item() == pytest.approx(1.0)  # cos(phi(X), phi(X_enc)): the same identity is penalised
     assert terms["rev_id"].item() == pytest.approx(1.0)  # -cos(phi(X), phi(X^)): an opposite identity is penalised
     assert terms["wrong"].item() == pytest.approx(1.0)
     assert terms["med"].item() == pytest.approx(1.0)  # MSE of the medical features
     assert terms["rev"].item() == pytest.approx(0.5)  # L1 of the restoration
     assert total.item() == pytest.approx(1 + 1 + 1 + 5 * 1.0 + 0.1 * 0.5 + 0.25)
-    _, good = objective(w, e_x=e, e_enc=-e, e_rev=e, e_wrong=-e, f_med=f, f_med_enc=f, x=x, x_rev=x, gan=torch.tensor(0.0))
+    _, good = objective(paper, e_x=e, e_enc=-e, e_rev=e, e_wrong=-e, f_med=f, f_med_enc=f, x=x, x_rev=x, gan=torch.tensor(0.0))
     assert good["deid"].item() == pytest.approx(-1) and good["rev_id"].item() == pytest.approx(-1) and good["med"].item() == 0
+    # The default hinges L_deid and L_wrong at cosine 0.2: no push once the identities are that far apart.
+    _, hinged = objective(w, **same)
+    assert hinged["deid"].item() == pytest.approx(0.8) and hinged["wrong"].item() == pytest.approx(0.8)
+    assert hinged["rev_id"].item() == pytest.approx(1.0)  # the pull back to the identity is the paper's
+    _, apart = objective(w, **{**same, "e_enc": -e, "e_wrong": -e})
+    assert apart["deid"].item() == 0 and apart["wrong"].item() == 0
     assert cosine(e, e).item() == pytest.approx(1.0)
     img = torch.rand(3, 3, 32, 32)
     a, b = jitter(img, torch.Generator().manual_seed(1)), jitter(img, torch.Generator().manual_seed(1))

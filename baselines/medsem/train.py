@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from mema.baselines.medsem.config import MedSemConfig
-from mema.baselines.medsem.losses import LossWeights, jitter, objective, quantize
+from mema.baselines.medsem.losses import LossWeights, identity_cosines, jitter, objective, quantize
 from mema.baselines.medsem.networks import MedSemDeID
 from mema.baselines.medsem.semantic import MedicalSemantics, SemanticUNet
 from mema.baselines.rofi.data import SplitTensors
@@ -45,6 +45,7 @@ class TrainConfig(BaseModel):
     semantic_learning_rate: float = Field(default=5e-4, gt=0)
     warmup_steps: int = Field(default=300, ge=0)
     warmup_batch_size: int = Field(default=8, ge=1)
+    warmup_learning_rate: float = Field(default=1e-3, gt=0)  # Adam (0.9, 0.99): an autoencoder start, not the paper's stage
     deid_steps: int = Field(default=700, ge=1)
     batch_size: int = Field(default=8, ge=2)
     # The paper: Adam (0.5, 0.99), 2e-4, halved after half of the iterations (150k of 300k).
@@ -208,7 +209,7 @@ def train_warmup(data: SplitTensors, sem: MedicalSemantics, cfg: TrainConfig, ou
     """
     acc = accelerator(cfg)
     model = _model(cfg, sem)
-    opt = torch.optim.Adam(model.trainable(), lr=cfg.learning_rate, betas=(0.5, 0.99))
+    opt = torch.optim.Adam(model.trainable(), lr=cfg.warmup_learning_rate, betas=(0.9, 0.99))
     model, opt = acc.prepare(model, opt)
     m = acc.unwrap_model(model)
     dev, kd = acc.device, cfg.medsem.key_dim
@@ -281,8 +282,9 @@ def train_deid(data: SplitTensors, sem: MedicalSemantics, idnet: IdentityNet, cf
         sched_d.step()
 
         with acc.autocast():
+            e_enc, e_wrong = phi(y, g), phi(x_wrong, g)
             g_loss, terms = objective(
-                w, e_x=e_x, e_enc=phi(y, g), e_rev=phi(x_rev, g), e_wrong=phi(x_wrong, g),
+                w, e_x=e_x, e_enc=e_enc, e_rev=phi(x_rev, g), e_wrong=e_wrong,
                 f_med=f_med, f_med_enc=f_med_y, x=x, x_rev=x_rev, gan=hinge_g_loss(critic(fakes)))
         opt_g.zero_grad(set_to_none=True)
         acc.backward(g_loss)
@@ -292,7 +294,7 @@ def train_deid(data: SplitTensors, sem: MedicalSemantics, idnet: IdentityNet, cf
             psnr = -10 * torch.log10(F.mse_loss(x_rev.float(), x).clamp_min(1e-10))
             psnr_enc = -10 * torch.log10(F.mse_loss(y.float(), x).clamp_min(1e-10))
         return {"g": g_loss.item(), "d": d_loss.item(), "psnr_rev": psnr.item(), "psnr_enc": psnr_enc.item(),
-                **{k: v.item() for k, v in terms.items()}}
+                **{k: v.item() for k, v in terms.items()}, **identity_cosines(e_x, e_enc.detach(), e_wrong.detach())}
 
     model.train(), critic.train()
     run_stage("deid", cfg, cfg.deid_steps, out, {"model": model, "critic": critic},
