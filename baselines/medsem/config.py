@@ -35,9 +35,11 @@ class SemanticConfig(BaseModel):
 class MedSemConfig(BaseModel):
     """Sizes of every MedSem-DeID part. The defaults are the MeMa-mini model (128 px faces, CPU-sized).
 
-    The paper's f_face is 512 x H/32 x W/32 and f_med 320 x H/16 x W/16 at 512 px (a 16 x 16 token grid);
-    at 128 px H/32 would leave 4 x 4 tokens, each a whole eye, so every scale here is one level finer:
-    f_face at H/16 (8 x 8 tokens), f_med at H/8, downscaled x2 before the concatenation as in the paper.
+    The paper's f_face is 512 x H/32 x W/32 at 512 px: a 16 x 16 token grid. At 128 px the same grid is
+    H/8 (H/32 would leave 4 x 4 tokens, each a whole eye, and an 8 x 8 grid at H/16 did not learn to
+    draw more than a blur in a CPU schedule), so f_face is at H/8. f_med comes from the semantic
+    encoder's H/8 level, on the token grid itself (the paper's f_med is at twice its token resolution
+    and downscaled; the fusion pools it to the token grid whatever its size).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,18 +51,18 @@ class MedSemConfig(BaseModel):
     encryptor_depth: int = Field(default=4, ge=1)
     decryptor_depth: int = Field(default=4, ge=1)
     fusion_blocks: int = Field(default=3, ge=1)  # "three consecutive residual blocks"
-    encoder_widths: tuple[int, int, int] = (32, 64, 128)  # image encoder at H/2, H/4, H/8; then token_dim at H/16
-    decoder_widths: tuple[int, int, int, int, int] = (160, 96, 64, 32, 16)  # at H/16, H/8, H/4, H/2, H
+    encoder_widths: tuple[int, int] = (32, 64)  # image encoder at H/2, H/4; then token_dim at H/8
+    decoder_widths: tuple[int, int, int, int] = (128, 64, 32, 16)  # at H/8, H/4, H/2, H
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
 
     @model_validator(mode="after")
     def _sizes(self) -> "MedSemConfig":
-        if self.image_size % 16:
-            raise ValueError(f"image_size {self.image_size} must be a multiple of 16")
+        if self.image_size % 8:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of 8")
         if self.token_dim % self.heads:
             raise ValueError(f"token_dim {self.token_dim} must be a multiple of heads {self.heads}")
         return self
 
     @property
     def grid(self) -> int:
-        return self.image_size // 16
+        return self.image_size // 8

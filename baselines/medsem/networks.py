@@ -1,9 +1,9 @@
 """MedSem-DeID's networks (MeMa, AAAI 2025, Fig. 5): image encoder, medical-feature fusion, ID-Encryptor,
 image decoder, ID-Decryptor.
 
-    f_face = ImageEncoder(X)                       (N, D, H/16, W/16)
+    f_face = ImageEncoder(X)                       (N, D, H/8, W/8): 16 x 16 tokens at 128 px, as the paper's at 512
     f_med  = Enc_med(X)                            (N, C, H/8, W/8), frozen
-    f      = 3 x ResBlock(proj(f_face (+) down(f_med)))
+    f      = 3 x ResBlock(proj(f_face (+) f_med))
     f_enc  = ID-Encryptor([P; tokens(f)])          transformer blocks, password token prepended
     X_enc  = ImageDecoder(f_enc)
 
@@ -25,17 +25,16 @@ from mema.baselines.medsem.semantic import MedicalSemantics
 
 
 class ImageEncoder(nn.Module):
-    """Four stride-2 convolutions: image -> f_face (N, D, H/16, W/16)."""
+    """Three stride-2 convolutions: image -> f_face (N, D, H/8, W/8)."""
 
     def __init__(self, cfg: MedSemConfig):
         super().__init__()
-        w0, w1, w2 = cfg.encoder_widths
+        w0, w1 = cfg.encoder_widths
         d = cfg.token_dim
         self.net = nn.Sequential(
             nn.Conv2d(3, w0, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(w0, w1, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(w1, w2, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(w2, d, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(w1, d, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(d, d, 3, padding=1),
         )
 
@@ -44,8 +43,8 @@ class ImageEncoder(nn.Module):
 
 
 class Fusion(nn.Module):
-    """f_med downscaled to f_face's grid, concatenated with it, projected (1x1) and passed through the
-    paper's three residual blocks: f."""
+    """f_med pooled to f_face's grid (a no-op when it is on it already), concatenated with f_face,
+    projected (1x1) and passed through the paper's three residual blocks: f."""
 
     def __init__(self, cfg: MedSemConfig):
         super().__init__()
@@ -58,22 +57,21 @@ class Fusion(nn.Module):
 
 
 class ImageDecoder(nn.Module):
-    """Residual blocks and four x2 upsamplings from the H/16 grid to an image in [0, 1].
+    """Residual blocks and three x2 upsamplings from the H/8 grid to an image in [0, 1].
 
     No skip from the input: the image is drawn from f_enc alone, as in the paper.
     """
 
     def __init__(self, cfg: MedSemConfig):
         super().__init__()
-        w0, w1, w2, w3, w4 = cfg.decoder_widths
+        w0, w1, w2, w3 = cfg.decoder_widths
         self.body = nn.Sequential(
             nn.Conv2d(cfg.token_dim, w0, 1),
             ResBlock(w0), ResBlock(w0), Upsample(w0, w1),
             ResBlock(w1), Upsample(w1, w2),
             ResBlock(w2), Upsample(w2, w3),
-            ResBlock(w3), Upsample(w3, w4),
         )
-        self.to_rgb = nn.Conv2d(w4, 3, 3, padding=1)
+        self.to_rgb = nn.Conv2d(w3, 3, 3, padding=1)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.to_rgb(self.body(feat)))

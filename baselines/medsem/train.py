@@ -43,10 +43,10 @@ class TrainConfig(BaseModel):
     semantic_steps: int = Field(default=600, ge=1)
     semantic_batch_size: int = Field(default=16, ge=1)
     semantic_learning_rate: float = Field(default=5e-4, gt=0)
-    warmup_steps: int = Field(default=300, ge=0)
+    warmup_steps: int = Field(default=500, ge=0)
     warmup_batch_size: int = Field(default=8, ge=1)
     warmup_learning_rate: float = Field(default=1e-3, gt=0)  # Adam (0.9, 0.99): an autoencoder start, not the paper's stage
-    deid_steps: int = Field(default=700, ge=1)
+    deid_steps: int = Field(default=600, ge=1)
     batch_size: int = Field(default=8, ge=2)
     # The paper: Adam (0.5, 0.99), 2e-4, halved after half of the iterations (150k of 300k).
     learning_rate: float = Field(default=2e-4, gt=0)
