@@ -139,3 +139,33 @@ def build_real_faces(out: Path, *, force: bool = False, progress: bool = True) -
         card_body=real_card(records, sources),
     )
     return out
+
+
+def sign_training_set(corpus, splits=("dev",), variants: int = 3, seed: int = 1):
+    """Training views for the track's reference evaluators, which have no train split to learn from.
+
+    Every vendored crop of the identities in ``splits`` (their probes and gallery photos) is drawn with
+    every class at every severity, ``variants`` times with other seeds (other eye, lesion place, vessels):
+    (images (N, 128, 128, 3) uint8, labels (N,) disease indices, masks (N, 128, 128) uint8 or None per row,
+    landmarks (N, 478, 2)). Test identities never enter.
+    """
+    from mema.generation.real_signs import draw_real_sign
+
+    ids = {r.identity for r in corpus.records if r.split in splits}
+    crops = [c for c in vendored_sources()["crops"] if c["identity"] in ids]
+    lm_data = np.load(VENDORED / "landmarks.npz")
+    points = dict(zip(lm_data["ids"].tolist(), lm_data["points"]))
+    images, labels, masks, lms = [], [], [], []
+    rng = np.random.default_rng(seed)
+    for c in sorted(crops, key=lambda c: c["id"]):
+        img, _ = read_rgb(VENDORED / c["file"])
+        lm = FaceLandmarks(points=points[c["id"]])
+        for k, disease in enumerate(DISEASES):
+            for sev in (("none",) if disease == "Normal" else SEVERITY_CYCLE):
+                for _ in range(variants if disease != "Normal" else variants * 3):
+                    out, mask = draw_real_sign(img, lm, disease, sev, np.random.default_rng(int(rng.integers(2**31))))
+                    images.append(out)
+                    labels.append(k)
+                    masks.append(mask)
+                    lms.append(points[c["id"]])
+    return np.stack(images), np.array(labels), masks, np.stack(lms)

@@ -115,3 +115,18 @@ def install(cache: Path, corpus_info) -> dict | None:
         shutil.copy2(folder / BUNDLE_JSON, stamp)
     return {"bundle": f"{corpus_info.name}-{corpus_info.version}", "sha256": _sha(folder / BUNDLE_JSON),
             "files": body["files"]}
+
+
+def pretrained_periocular() -> tuple[dict | None, str | None]:
+    """(state dict, what it is) of MeMa-mini's shipped periocular recogniser, to fine-tune from; (None, None) if absent."""
+    import torch
+
+    folder = shipped_dir("mema-mini", "2.0")
+    if not (folder / BUNDLE_JSON).exists():
+        return None, None
+    body = json.loads((folder / BUNDLE_JSON).read_text())
+    want = body["files"].get("periocular.pt")
+    if want is None or _sha(folder / "periocular.pt") != want:
+        return None, None
+    state = torch.load(folder / "periocular.pt", map_location="cpu", weights_only=True)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, f"mema-mini-2.0 periocular.pt {want[:12]}"
