@@ -130,3 +130,22 @@ def pretrained_periocular() -> tuple[dict | None, str | None]:
         return None, None
     state = torch.load(folder / "periocular.pt", map_location="cpu", weights_only=True)
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, f"mema-mini-2.0 periocular.pt {want[:12]}"
+
+
+def copy_pretrained_segmenter(dest: Path) -> bool:
+    """Copy MeMa-mini 2.0's shipped nnU-Net segmenter (verified against its bundle) to ``dest``; False if absent."""
+    folder = shipped_dir("mema-mini", "2.0")
+    if not (folder / BUNDLE_JSON).exists():
+        return False
+    body = json.loads((folder / BUNDLE_JSON).read_text())
+    files = {rel: sha for rel, sha in body["files"].items() if rel.startswith(SEGMENTER_DIR + "/")}
+    if not files:
+        return False
+    for rel, want in files.items():
+        if _sha(folder / rel) != want:
+            raise BundleError(f"shipped segmenter file {rel} differs from its bundle.json; restore it from the repository")
+    for rel in files:
+        out = Path(dest) / Path(rel).relative_to(SEGMENTER_DIR)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(folder / rel, out)
+    return True
