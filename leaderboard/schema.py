@@ -202,11 +202,27 @@ class Entry(Strict):
             raise ValueError("a reversible method's entry must carry reversibility figures")
         self._check_worst_case()
         if self.suite_version not in LEGACY_SUITES:
+            if self.split != "test":
+                raise ValueError(f"entries come from the test split; this run scored {self.split!r}")
+            self._check_evaluators()
             bare = sorted(k for k, m in self.metrics.items() if is_shown(k) and m.value is not None and m.ci95 is None)
             if bare:
                 raise ValueError(f"metric(s) {', '.join(bare)} carry no 95% CI; entries of suite {self.suite_version} "
                                  "need a CI on every figure the board shows")
         return self
+
+    def _check_evaluators(self) -> None:
+        """A corpus with shipped evaluators is judged by them only (mema/evaluators/bundle.py)."""
+        from mema.evaluators.bundle import shipped_bundle_sha256
+
+        want = shipped_bundle_sha256(self.corpus.name, self.corpus.version)
+        if want is None:
+            return
+        got = (self.evaluators.get("bundle") or {}).get("sha256")
+        if got != want:
+            raise ValueError(f"scored with other reference evaluators ({(got or 'trained locally')[:12]}...) than the ones "
+                             f"registered for {self.corpus.name} {self.corpus.version} ({want[:12]}...); re-run mema-eval "
+                             "with the shipped evaluators")
 
     def _check_worst_case(self) -> None:
         worst = self.metrics.get("privacy.worst_case_protection")

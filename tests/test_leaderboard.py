@@ -15,7 +15,7 @@ import pytest
 
 from mema.corpus.store import load_corpus, load_info
 from mema.evaluation.harness import EvalConfig, Evaluation
-from mema.evaluation.results import Metric
+from mema.evaluation.results import Metric, Results
 from mema.leaderboard import schema as schema_mod
 from mema.leaderboard.board import BOARD_DIR, CARD_FIELDS, Board, BoardError, adaptive_from_results, entry_from_results, load_results
 from mema.leaderboard.render import collect, render, render_markdown, splice_readme
@@ -497,3 +497,25 @@ def test_verify_reruns_and_flags_a_wrong_claim(runs, local_tiny, tmp_path):
     assert validate_board(b) == []  # verifications point at listed entries
     rows = {r.entry.method.name: r for s in collect(b) for r in s.rows}
     assert rows["mosaic"].status == "verified" and rows["identity"].status == "mismatch"
+
+
+def test_an_entry_scored_with_other_evaluators_or_on_dev_is_refused(tmp_path):
+    """MeMa-mini 2.0 ships frozen evaluators: an entry judged by locally trained ones is refused, as is a dev run."""
+    from mema.evaluators.bundle import shipped_bundle_sha256
+
+    want = shipped_bundle_sha256("mema-mini", "2.0")
+    assert want
+    good = bf.zoo("m", {"sface": 0.9, "dlib-resnet": 0.9, "periocular": 0.5}, kappa=0.9, face=0.99, corpus="mema-mini", version="2.0")
+    raw = json.loads(good.model_dump_json())
+    raw["suite_version"] = "0.2"
+    for evaluators, split, match in ((dict(raw["evaluators"], bundle={"sha256": want}), "test", None),
+                                     (dict(raw["evaluators"], bundle={"bundle": None}), "test", "other reference evaluators"),
+                                     (dict(raw["evaluators"], bundle={"sha256": want}), "dev", "test split")):
+        data = dict(raw, evaluators=evaluators, corpus=dict(raw["corpus"], split=split))
+        blob = json.dumps(data).encode()
+        results = Results.model_validate_json(blob)
+        if match is None:
+            entry_from_results(results, blob)
+        else:
+            with pytest.raises(BoardError, match=match):
+                entry_from_results(results, blob)

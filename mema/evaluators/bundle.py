@@ -149,3 +149,13 @@ def copy_pretrained_segmenter(dest: Path) -> bool:
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(folder / rel, out)
     return True
+
+
+def shipped_bundle_sha256(name: str, version: str) -> str | None:
+    """The registered evaluators of a corpus version: the manifest's sha256 of its bundle.json (None if none ships)."""
+    from mema.weights import WeightsError, entry
+
+    try:
+        return entry(manifest_name(name, version)).sha256
+    except WeightsError:
+        return None
