@@ -1,4 +1,4 @@
-"""The real-face track: 205 aligned crops of real photos (42 people) as a corpus in the project format.
+"""The real-face track: 205 aligned crops of real photos (43 people) as a corpus in the project format.
 
 The crops, their landmarks and their origins are vendored in ``mema/corpus/vendored/real-faces/``
 (``scripts/vendor_real_faces.py`` made them from public test photos of face-recognition projects; every
@@ -7,7 +7,7 @@ drawn with the vendored landmarks (:mod:`mema.generation.real_signs`), so every 
 
 Splits, by identity (seeded): identities with several photos go to ``test`` (16), ``dev`` (12) or ``val``
 (6); each keeps one untouched photo in ``gallery`` (its "ID photo") and its other photos are probes, each
-with one drawn sign, classes balanced within a split. The 8 identities with a single photo go to ``val`` as
+with one drawn sign, classes balanced within a split. The 9 people with a single photo go to ``val`` as
 impostors for threshold calibration only (no gallery photo, so never probes); they are counted in the card.
 There is no ``train`` split: evaluators and attackers that need training use ``dev`` (and MeMa-mini).
 """
