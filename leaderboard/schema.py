@@ -53,7 +53,7 @@ BOARD_METRICS = (
 BOARD_PATTERNS = (r"^privacy\.protection\.[a-z0-9][a-z0-9_.-]*$", r"^reversibility\.learned\.")
 # The attackers whose protection an entry may list as privacy.protection.<attacker>, in column order;
 # other names are shown after these.
-ATTACKERS = ("sface", "dlib-resnet", "periocular", "adaptive", "deanon", "linkability")
+ATTACKERS = ("sface", "dlib-resnet", "periocular", "periocular-sface", "adaptive", "deanon", "linkability", "same-key")
 # A method whose outputs an independent detector finds a face in at least this often preserves the face.
 FACE_PRESERVING_MIN = 0.95
 # Suites whose entries predate the CI requirement below (they stay valid and render as history).

@@ -269,7 +269,7 @@ def test_every_attacker_runs_and_the_worst_case_is_their_minimum(identity_run):
     _, res = identity_run
     m = res.metrics
     attackers = {k.split(".", 2)[2]: v.value for k, v in m.items() if k.startswith("privacy.protection.") and v.value is not None}
-    assert {"sface", "dlib-resnet", "periocular", "linkability", "same-key", "adaptive", "deanon"} <= set(attackers)
+    assert {"sface", "dlib-resnet", "periocular", "periocular-sface", "linkability", "same-key", "adaptive", "deanon"} <= set(attackers)
     assert m["privacy.worst_case_protection"].value == pytest.approx(min(attackers.values()))
     assert m["gate.face_detected_rate"].value == 1.0  # the identity method keeps every face
     assert res.evaluators["recognisers"]["attacker_set"]["split"] == "train"

@@ -30,7 +30,7 @@ from mema.metrics.identity import accept_rate, l2_distance, rank1_match
 ATTACKER_KEY_SEED = 7_000_002  # the attacker's own key for keyed methods (never the evaluation key)
 ATTACK_VERSION = "1"  # bump when an attacker's training changes: cached attackers are keyed by it
 ATTACK_IDENTITIES = 300  # attacker identities (train split) at most; each contributes up to 2 outputs
-ZOO = ("sface", "dlib-resnet", "periocular")
+ZOO = ("sface", "dlib-resnet", "periocular", "periocular-sface")
 # Schedules overridable for quick pipeline tests (tests/conftest.py); the defaults are what results report.
 FINETUNE_EPOCHS = "MEMA_ATTACK_FINETUNE_EPOCHS"
 DEANON_EPOCHS = "MEMA_DEANON_EPOCHS"
@@ -120,7 +120,7 @@ def attacker_records(corpus, eval_split: str, limit: int = ATTACK_IDENTITIES, se
 class PrivacySuite:
     """Runs every attacker of one evaluation and writes its metrics (see the module docstring)."""
 
-    def __init__(self, ev, secondary=("sface", "periocular")):
+    def __init__(self, ev, secondary=("sface", "periocular", "periocular-sface")):
         self.ev = ev
         self.secondary = tuple(secondary)
         self.views: dict[str, Identified] = {}

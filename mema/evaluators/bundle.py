@@ -24,8 +24,8 @@ from pathlib import Path
 SHIPPED = Path(__file__).parent / "shipped"
 BUNDLE_JSON = "bundle.json"
 SEGMENTER_DIR = "nnunet-eyes"
-FILES = ("classifier.pt", "classifier.json", "periocular.pt", "periocular.json", "thresholds.json",
-         "embeddings_sface.npz", "embeddings_dlib-resnet.npz", "embeddings_periocular.npz")
+FILES = ("classifier.pt", "classifier.json", "periocular.pt", "periocular.json", "average_face_112.png", "thresholds.json",
+         "embeddings_sface.npz", "embeddings_dlib-resnet.npz", "embeddings_periocular.npz", "embeddings_periocular-sface.npz")
 SEGMENTER_FILES = ("segmenter.json", "results/Dataset501_MeMaSeg/nnUNetTrainer__nnUNetPlansCPU__2d/plans.json",
                    "results/Dataset501_MeMaSeg/nnUNetTrainer__nnUNetPlansCPU__2d/dataset.json",
                    "results/Dataset501_MeMaSeg/nnUNetTrainer__nnUNetPlansCPU__2d/dataset_fingerprint.json",

@@ -164,9 +164,12 @@ class ReferenceEvaluators:
     # --- recogniser embeddings and calibrated thresholds -----------------------------------------
     # --- the recogniser zoo ----------------------------------------------------------------------
     def recogniser(self, name: str):
-        """A zoo recogniser by name; ``periocular`` is this corpus's own (trained once, or shipped)."""
+        """A zoo recogniser by name; ``periocular`` is this corpus's own (trained once, or shipped) and
+        ``periocular-sface`` SFace on the periocular band over this corpus's average face."""
         if name == "periocular":
             return self.periocular()
+        if name == "periocular-sface":
+            return self.periocular_sface()
         from mema.faces.recognisers import get_recogniser
 
         return get_recogniser(name)
@@ -206,6 +209,24 @@ class ReferenceEvaluators:
         meta = json.loads((self.folder / "periocular.json").read_text()) if (self.folder / "periocular.json").exists() else {}
         return PeriocularRecogniser(load_net(path), {"name": "periocular", "file": path.name, "sha256": sha256_file(path),
                                                      "licence": "trained here on the corpus", "trained_on": meta.get("split")})
+
+    def periocular_sface(self):
+        """The training-free periocular matcher; its average face comes from the train split's (or dev's) originals."""
+        from mema.attackers.periocular import PeriocularSFace, mean_face
+        from mema.faces.align import align_crop, five_points
+        from mema.imageio import read_rgb, write_png
+
+        path = self.folder / "average_face_112.png"
+        if not path.exists():
+            split = "train" if self.corpus.split("train") else "dev"
+            recs = sorted(self.corpus.split(split), key=lambda r: hashlib.sha256(r.id.encode()).hexdigest())[:1000]
+            crops = [align_crop(self.corpus.load_image(r), five_points(lm)) for r in recs if (lm := self.landmarks_of(r.id)) is not None]
+            if not crops:
+                raise RuntimeError(f"corpus {self.corpus.info.name} has no {split} photos with landmarks for an average face")
+            write_png(path, mean_face(np.stack(crops)))
+        from mema.weights import sha256_file
+
+        return PeriocularSFace(read_rgb(path)[0], sha256_file(path))
 
     def embeddings(self, recogniser, name: str, splits=("dev", "val", "test", "gallery")) -> dict[str, np.ndarray]:
         path = self.folder / f"embeddings_{name}.npz"
