@@ -1,4 +1,4 @@
-"""A recorded plan: the landmark and age/gender readings a procedural build used, so any machine rebuilds it exactly.
+"""A recorded plan: the landmark and age/gender readings a procedural build used, so other machines rebuild it exactly.
 
 MediaPipe and the age/gender network run in float32 with CPU-specific kernels, so the landmark points (and
 rarely a detection or an age) of the same face differ in the last digits between machines, and the eyes are
@@ -9,7 +9,12 @@ and the age/gender estimator is answered from the recording, in call order. Each
 with an error naming the identity instead of building a different corpus under the registered name.
 
 Only the points the renderer reads are kept (:data:`RECORDED_POINTS`: eye corners, cheeks, and the five
-alignment points); the other points of a replayed face are NaN, so reading one fails loudly.
+alignment points); the other points of a replayed face are NaN (a renderer that read one would draw NaN
+geometry; tests/test_build.py checks that a replay gives the registered bytes).
+
+Scope: bit-exact on x86-64 CPUs with AVX2 (tested across oneDNN, ATen and numpy kernel levels). OpenCV's
+cubic warp, used for the pose jitter, gives other bytes without AVX2 (ARM, old x86); there the replay stops
+with an error on the first such face rather than building another corpus under the registered name.
 """
 
 from __future__ import annotations
@@ -89,8 +94,9 @@ class ReplayDetector:
         h, pts = self.recording.calls[self.next]
         self.next += 1
         if h != image_hash(img):
-            raise ReplayError(f"identity {self.identity}: face {self.next} differs from the recorded one; this machine's "
-                              "face generator gives other pixels, so the registered corpus cannot be rebuilt here bit-exactly")
+            raise ReplayError(f"identity {self.identity}: face {self.next} differs from the recorded one: this machine renders "
+                              "other pixels (the generator or the pose warp), so the registered corpus cannot be rebuilt here "
+                              "bit-exactly; `mema-data build --live` builds an unregistered copy")
         if pts is None:
             return None
         full = np.full((N_POINTS, 2), np.nan, np.float32)

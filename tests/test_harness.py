@@ -176,6 +176,17 @@ def test_a_corpus_without_gallery_is_refused_for_face_matching_only(corpus_copy,
     assert not ev.integrity.registered  # scored under its own hash, marked unofficial
 
 
+def test_adaptive_attack_needs_the_identity_task_and_a_recogniser_it_can_learn_with(tiny_corpus, tmp_path):
+    from mema.evaluation.harness import EvalError
+
+    corpus = load_corpus(tiny_corpus)
+    with pytest.raises(EvalError, match="builds on the identity task"):
+        Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["adaptive-attack"]))
+    with pytest.raises(EvalError, match="needs one of the recognisers"):
+        Evaluation(corpus, get_method("identity"), tmp_path / "o",
+                   EvalConfig(tasks=["identity", "adaptive-attack"], recognisers=["dlib-resnet"]))
+
+
 # --- trustworthy re-runs: stale outputs, tampered corpora, splits, method failures -----------------------
 
 

@@ -157,6 +157,12 @@ class Evaluation:
             raise EvalError(f"corpus {corpus.info.name} has no gallery split, which the {', '.join(needs_gallery)} task(s) need "
                             "(another photo of each val/test identity; docs/corpus-format.md)"
                             + (f"; run the others with --tasks {','.join(others)}" if others else ""))
+        if "adaptive-attack" in cfg.tasks and "identity" not in cfg.tasks:
+            raise EvalError("the adaptive-attack task builds on the identity task (its gallery and recognisers); "
+                            "add identity to --tasks")
+        if "adaptive-attack" in cfg.tasks and not set(cfg.recognisers) & {"sface", "periocular", "periocular-sface"}:
+            raise EvalError("the adaptive-attack task needs one of the recognisers sface, periocular, periocular-sface "
+                            f"(given: {', '.join(cfg.recognisers)})")
         if cfg.split not in SCORED_SPLITS:
             raise EvalError(f"split {cfg.split!r} cannot be scored: val calibrates the reference evaluators; use test or dev")
         from mema.evaluation.integrity import check_corpus
