@@ -110,9 +110,9 @@ def _markdown(cfg, records: list[ImageRecord], stats: dict, grids: list[str]) ->
         "  development: tune here), val (calibration of the reference evaluators only; never scored), test (reported",
         "  figures). Each dev/val/test identity also has a gallery photo (a different photo of the same face) for",
         "  face-matching attacks.",
-        "- Reproducible on any machine: the generator runs in float64 and the landmark and age/gender readings come",
-        "  from a recorded plan shipped with the package (`generation/recorded/`), so `mema-data build` gives the",
-        "  registered manifest hash everywhere.",
+        "- Reproducible on x86-64 machines: the generator runs in float64 and the landmark and age/gender readings",
+        "  come from a recorded plan shipped with the package (`generation/recorded/`), so `mema-data build` gives the",
+        "  registered manifest hash (on CPUs without AVX2, e.g. ARM, OpenCV's warp differs and the build stops).",
         "",
         "## Licences",
         "| part | licence |",
@@ -176,7 +176,7 @@ def croissant_jsonld(root: Path, info, *, licence: str, collection: str, sensiti
     ``dataset.json`` are read, so the file can be rewritten for a shipped card without the images."""
     from mema.weights import sha256_file
 
-    splits = [s for s in ("train", "val", "test", "gallery") if s in info.splits]
+    splits = [s for s in SPLITS if s in info.splits]
     disease_doc = "Disease class (one of " + ", ".join(info.classes) + ")" + (f"; {label_note}" if label_note else "")
     docs = {"disease": disease_doc, "severity": "none, slight, mid or heavy" + (f"; {label_note}" if label_note else ""),
             "sha256": "sha256 of the image file", "identity": "synthetic identity id (identity-disjoint splits)"}

@@ -63,9 +63,26 @@ class FaceGenerator:
         self.net = load_generator().double()
 
     @torch.no_grad()
+    def _forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The network with each transposed convolution as one matrix product and a col2im (``fold``): torch's
+        float64 transposed convolution is ~4x slower than this on a CPU; the results agree to ~1e-15."""
+        import torch.nn.functional as F
+
+        x = z
+        for layer in self.net.main:
+            if isinstance(layer, nn.ConvTranspose2d):
+                n, cin, h, w = x.shape
+                k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
+                cols = layer.weight.reshape(cin, -1).t() @ x.reshape(n, cin, h * w)
+                x = F.fold(cols, ((h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k), kernel_size=k, stride=s, padding=p)
+            else:
+                x = layer(x)
+        return x
+
+    @torch.no_grad()
     def generate(self, z: np.ndarray) -> np.ndarray:
         """(N, 100) latents -> (N, size, size, 3) uint8."""
-        x = self.net(torch.from_numpy(np.asarray(z, dtype=np.float64)).view(-1, LATENT_DIM, 1, 1))
+        x = self._forward(torch.from_numpy(np.asarray(z, dtype=np.float64)).view(-1, LATENT_DIM, 1, 1))
         arr = ((x.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).clip(0, 255).round().astype(np.uint8)
         if self.size == arr.shape[1]:
             return arr

@@ -57,7 +57,7 @@ class ProceduralRenderer:
 
         self.cfg = cfg
         self.faces = FaceGenerator(size=cfg.image_size)
-        self.recogniser = SFace()
+        self.recogniser = SFace() if replay is None or any(r.embedding is None for r in replay.values()) else None
         self.replay, self.record = replay, record
         self._live_landmarks = self._live_age_gender = None
         if replay is None:
@@ -90,6 +90,8 @@ class ProceduralRenderer:
         rendered = self._render(plan)
         if self.replay is not None:
             self.landmarks.finish()
+        if recording is not None:
+            recording.embedding = np.asarray(rendered.embedding, np.float32)
         rendered.recording = recording
         return rendered
 
@@ -123,7 +125,11 @@ class ProceduralRenderer:
             age, gender = self.age_gender.predict(base)
             first = photos[0]
             lm = self.landmarks.detect(first.image)
-            embedding = self.recogniser.embed(first.image, lm) if lm is not None else np.full(128, np.nan, np.float32)
+            recorded = self.replay[plan.identity].embedding if self.replay is not None else None
+            if recorded is not None:
+                embedding = recorded
+            else:
+                embedding = self.recogniser.embed(first.image, lm) if lm is not None else np.full(128, np.nan, np.float32)
             for p in photos:
                 p.attempt += attempt
             return RenderedIdentity(plan, age, gender, photos, embedding)

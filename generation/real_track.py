@@ -1,4 +1,4 @@
-"""The real-face track: 205 aligned crops of real photos (42 people) as a corpus in the project format.
+"""The real-face track: 205 aligned crops of real photos (43 people) as a corpus in the project format.
 
 The crops, their landmarks and their origins are vendored in ``mema/corpus/vendored/real-faces/``
 (``scripts/vendor_real_faces.py`` made them from public test photos of face-recognition projects; every
@@ -7,7 +7,7 @@ drawn with the vendored landmarks (:mod:`mema.generation.real_signs`), so every 
 
 Splits, by identity (seeded): identities with several photos go to ``test`` (16), ``dev`` (12) or ``val``
 (6); each keeps one untouched photo in ``gallery`` (its "ID photo") and its other photos are probes, each
-with one drawn sign, classes balanced within a split. The 8 identities with a single photo go to ``val`` as
+with one drawn sign, classes balanced within a split. The 9 people with a single photo go to ``val`` as
 impostors for threshold calibration only (no gallery photo, so never probes); they are counted in the card.
 There is no ``train`` split: evaluators and attackers that need training use ``dev`` (and MeMa-mini).
 """
@@ -139,3 +139,33 @@ def build_real_faces(out: Path, *, force: bool = False, progress: bool = True) -
         card_body=real_card(records, sources),
     )
     return out
+
+
+def sign_training_set(corpus, splits=("dev",), variants: int = 3, seed: int = 1):
+    """Training views for the track's reference evaluators, which have no train split to learn from.
+
+    Every vendored crop of the identities in ``splits`` (their probes and gallery photos) is drawn with
+    every class at every severity, ``variants`` times with other seeds (other eye, lesion place, vessels):
+    (images (N, 128, 128, 3) uint8, labels (N,) disease indices, masks (N, 128, 128) uint8 or None per row,
+    landmarks (N, 478, 2)). Test identities never enter.
+    """
+    from mema.generation.real_signs import draw_real_sign
+
+    ids = {r.identity for r in corpus.records if r.split in splits}
+    crops = [c for c in vendored_sources()["crops"] if c["identity"] in ids]
+    lm_data = np.load(VENDORED / "landmarks.npz")
+    points = dict(zip(lm_data["ids"].tolist(), lm_data["points"]))
+    images, labels, masks, lms = [], [], [], []
+    rng = np.random.default_rng(seed)
+    for c in sorted(crops, key=lambda c: c["id"]):
+        img, _ = read_rgb(VENDORED / c["file"])
+        lm = FaceLandmarks(points=points[c["id"]])
+        for k, disease in enumerate(DISEASES):
+            for sev in (("none",) if disease == "Normal" else SEVERITY_CYCLE):
+                for _ in range(variants if disease != "Normal" else variants * 3):
+                    out, mask = draw_real_sign(img, lm, disease, sev, np.random.default_rng(int(rng.integers(2**31))))
+                    images.append(out)
+                    labels.append(k)
+                    masks.append(mask)
+                    lms.append(points[c["id"]])
+    return np.stack(images), np.array(labels), masks, np.stack(lms)

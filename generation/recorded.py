@@ -1,4 +1,4 @@
-"""A recorded plan: the landmark and age/gender readings a procedural build used, so any machine rebuilds it exactly.
+"""A recorded plan: the landmark and age/gender readings a procedural build used, so other machines rebuild it exactly.
 
 MediaPipe and the age/gender network run in float32 with CPU-specific kernels, so the landmark points (and
 rarely a detection or an age) of the same face differ in the last digits between machines, and the eyes are
@@ -9,7 +9,12 @@ and the age/gender estimator is answered from the recording, in call order. Each
 with an error naming the identity instead of building a different corpus under the registered name.
 
 Only the points the renderer reads are kept (:data:`RECORDED_POINTS`: eye corners, cheeks, and the five
-alignment points); the other points of a replayed face are NaN, so reading one fails loudly.
+alignment points); the other points of a replayed face are NaN (a renderer that read one would draw NaN
+geometry; tests/test_build.py checks that a replay gives the registered bytes).
+
+Scope: bit-exact on x86-64 CPUs with AVX2 (tested across oneDNN, ATen and numpy kernel levels). OpenCV's
+cubic warp, used for the pose jitter, gives other bytes without AVX2 (ARM, old x86); there the replay stops
+with an error on the first such face rather than building another corpus under the registered name.
 """
 
 from __future__ import annotations
@@ -46,16 +51,22 @@ class IdentityRecording:
 
     calls: list[tuple[int, np.ndarray | None]] = field(default_factory=list)  # (image hash, points or None)
     age_gender: tuple[int, int, str] | None = None  # (image hash, age, gender)
+    # SFace embedding of the identity's first photo, for the data card's split-disjointness figure only
+    # (never part of the manifest); replay takes it from here instead of running the recogniser.
+    embedding: np.ndarray | None = None
 
     def to_json(self) -> dict:
         return {"calls": [[h, None if p is None else p.tolist()] for h, p in self.calls],
-                "age_gender": list(self.age_gender) if self.age_gender else None}
+                "age_gender": list(self.age_gender) if self.age_gender else None,
+                "embedding": None if self.embedding is None else [float(x) for x in self.embedding]}
 
     @classmethod
     def from_json(cls, raw: dict) -> "IdentityRecording":
         calls = [(int(h), None if p is None else np.asarray(p, np.float32)) for h, p in raw["calls"]]
         ag = raw.get("age_gender")
-        return cls(calls, (int(ag[0]), int(ag[1]), str(ag[2])) if ag else None)
+        emb = raw.get("embedding")
+        return cls(calls, (int(ag[0]), int(ag[1]), str(ag[2])) if ag else None,
+                   None if emb is None else np.asarray(emb, np.float32))
 
 
 class RecordingDetector:
@@ -83,8 +94,9 @@ class ReplayDetector:
         h, pts = self.recording.calls[self.next]
         self.next += 1
         if h != image_hash(img):
-            raise ReplayError(f"identity {self.identity}: face {self.next} differs from the recorded one; this machine's "
-                              "face generator gives other pixels, so the registered corpus cannot be rebuilt here bit-exactly")
+            raise ReplayError(f"identity {self.identity}: face {self.next} differs from the recorded one: this machine renders "
+                              "other pixels (the generator or the pose warp), so the registered corpus cannot be rebuilt here "
+                              "bit-exactly; `mema-data build --live` builds an unregistered copy")
         if pts is None:
             return None
         full = np.full((N_POINTS, 2), np.nan, np.float32)
@@ -129,7 +141,7 @@ class RecordedPlan:
     def save(self, path: Path) -> None:
         names = sorted(self.identities)
         call_owner, call_hash, call_found, call_points = [], [], [], []
-        ag_hash, ages, genders = [], [], []
+        ag_hash, ages, genders, embeddings = [], [], [], []
         for k, name in enumerate(names):
             rec = self.identities[name]
             for h, pts in rec.calls:
@@ -141,12 +153,14 @@ class RecordedPlan:
             ag_hash.append(h)
             ages.append(age)
             genders.append(GENDER_CODES.index(gender))
+            embeddings.append(rec.embedding if rec.embedding is not None else np.full(128, np.nan, np.float32))
         buf = io.BytesIO()
         np.savez_compressed(
             buf, config_sha256=np.array(self.config_sha256), names=np.array(names), points_index=np.array(RECORDED_POINTS),
             call_owner=np.array(call_owner, np.int32), call_hash=np.array(call_hash, np.int64), call_found=np.array(call_found),
             call_points=np.array(call_points, np.float32).reshape(-1, len(RECORDED_POINTS), 2),
-            age_hash=np.array(ag_hash, np.int64), age=np.array(ages, np.int16), gender=np.array(genders, np.uint8))
+            age_hash=np.array(ag_hash, np.int64), age=np.array(ages, np.int16), gender=np.array(genders, np.uint8),
+            embedding=np.array(embeddings, np.float32).reshape(-1, 128))
         from mema.imageio import atomic_write_bytes
 
         atomic_write_bytes(Path(path), buf.getvalue())
@@ -163,6 +177,9 @@ class RecordedPlan:
             for name, h, age, g in zip(names, data["age_hash"], data["age"], data["gender"]):
                 if age >= 0:
                     recs[name].age_gender = (int(h), int(age), GENDER_CODES[int(g)])
+            if "embedding" in data.files:
+                for name, emb in zip(names, data["embedding"]):
+                    recs[name].embedding = emb.copy()
             return cls(str(data["config_sha256"]), recs)
 
 

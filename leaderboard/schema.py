@@ -53,7 +53,7 @@ BOARD_METRICS = (
 BOARD_PATTERNS = (r"^privacy\.protection\.[a-z0-9][a-z0-9_.-]*$", r"^reversibility\.learned\.")
 # The attackers whose protection an entry may list as privacy.protection.<attacker>, in column order;
 # other names are shown after these.
-ATTACKERS = ("sface", "dlib-resnet", "periocular", "adaptive", "deanon", "linkability")
+ATTACKERS = ("sface", "dlib-resnet", "periocular", "periocular-sface", "adaptive", "deanon", "linkability", "same-key")
 # A method whose outputs an independent detector finds a face in at least this often preserves the face.
 FACE_PRESERVING_MIN = 0.95
 # Suites whose entries predate the CI requirement below (they stay valid and render as history).
@@ -111,10 +111,10 @@ def known_corpora() -> dict[str, dict[str, str]]:
 
 
 def check_metric(name: str, m: Metric) -> None:
+    if m.value is None:
+        return  # not measured (its note says why): no figure, so no samples needed
     if m.n <= 0:
         raise ValueError(f"metric {name} has n = {m.n}; every figure must come from samples")
-    if m.value is None:
-        return
     for pattern, lo, hi in RANGES:
         if re.search(pattern, name):
             if not lo <= m.value <= hi:
@@ -202,11 +202,27 @@ class Entry(Strict):
             raise ValueError("a reversible method's entry must carry reversibility figures")
         self._check_worst_case()
         if self.suite_version not in LEGACY_SUITES:
+            if self.split != "test":
+                raise ValueError(f"entries come from the test split; this run scored {self.split!r}")
+            self._check_evaluators()
             bare = sorted(k for k, m in self.metrics.items() if is_shown(k) and m.value is not None and m.ci95 is None)
             if bare:
                 raise ValueError(f"metric(s) {', '.join(bare)} carry no 95% CI; entries of suite {self.suite_version} "
                                  "need a CI on every figure the board shows")
         return self
+
+    def _check_evaluators(self) -> None:
+        """A corpus with shipped evaluators is judged by them only (mema/evaluators/bundle.py)."""
+        from mema.evaluators.bundle import shipped_bundle_sha256
+
+        want = shipped_bundle_sha256(self.corpus.name, self.corpus.version)
+        if want is None:
+            return
+        got = (self.evaluators.get("bundle") or {}).get("sha256")
+        if got != want:
+            raise ValueError(f"scored with other reference evaluators ({(got or 'trained locally')[:12]}...) than the ones "
+                             f"registered for {self.corpus.name} {self.corpus.version} ({want[:12]}...); re-run mema-eval "
+                             "with the shipped evaluators")
 
     def _check_worst_case(self) -> None:
         worst = self.metrics.get("privacy.worst_case_protection")

@@ -31,6 +31,8 @@ class MethodInfo(BaseModel):
     key_scheme: Literal["none", "mema-key-v1", "other"] = "none"
     licence: str
     trained_on: str | None = None
+    # Which split its choices (thresholds, regions, checkpoints) were tuned on: "dev", never "test"; None if untuned.
+    tuned_on: Literal["dev", "train", "none"] | None = None
     description: str = ""
     paper: str | None = None
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)

@@ -31,7 +31,7 @@ def metric(name: str, value: float, n: int = 200, ci: bool = True, note: str = "
     return Metric(value=value, n=n, ci95=(max(lo, value - d), min(hi, value + d)) if ci else None, note=note)
 
 
-def results(method: str, figures: dict[str, float], *, suite: str = "0.1", corpus: str = "mema-tiny", version: str = "1.0",
+def results(method: str, figures: dict[str, float], *, suite: str = "0.1", corpus: str = "mema-tiny", version: str = "2.0",
             reversible: bool = False, params: dict | None = None, ci: bool = True, n: int = 200, notes: dict | None = None,
             created: str = "2026-01-01T00:00:00+00:00", description: str = "") -> Results:
     """A results.json of ``method`` with ``figures`` (plus the required ones, defaulted)."""

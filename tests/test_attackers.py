@@ -153,3 +153,48 @@ def test_worst_case_is_the_minimum_over_attackers_and_is_reported_on_detected_fa
     assert metrics["privacy.worst_case_protection"].value == pytest.approx(0.5)
     assert "periocular" in metrics["privacy.worst_case_protection"].note
     assert metrics["privacy.worst_case_protection_face"].value == pytest.approx(0.0)
+
+
+def test_worst_case_ci_takes_the_minimum_inside_each_resample():
+    """Two attackers that each catch half the probes, different halves: in any resample one of them does at
+    least as well as on the full set, so the minimum's CI cannot rise above 0.5 (one attacker's CI would)."""
+    from mema.evaluation.privacy import PrivacySuite
+    from mema.metrics.stats import bootstrap_ci
+
+    n = 40
+
+    class Ev:
+        records = [type("R", (), {"identity": f"i{k}"})() for k in range(n)]
+
+        @staticmethod
+        def _ci(stat, idx):
+            return bootstrap_ci(lambda b: stat(idx[b]), len(idx), seed=0)
+
+    suite = PrivacySuite(Ev())
+    ok = np.ones(n, bool)
+    first = np.arange(n) < n // 2
+    suite.views = {"a": Identified(first, ok, "a"), "b": Identified(~first, ok, "b")}
+    metrics = {}
+    suite._worst_case(ok, metrics)
+    m = metrics["privacy.worst_case_protection"]
+    assert m.value == pytest.approx(0.5)
+    assert m.ci95[1] <= 0.5 + 1e-9 and m.ci95[0] < 0.45
+
+
+def test_attacker_identities_never_include_an_evaluated_identity():
+    from mema.evaluation.privacy import attacker_records
+
+    def rec(split, ident, k):
+        return type("R", (), {"split": split, "identity": ident, "id": f"{split}-{ident}-{k}"})()
+
+    rows = {"train": [rec("train", f"t{i}", k) for i in range(6) for k in range(2)] + [rec("train", "shared", k) for k in range(2)],
+            "test": [rec("test", "shared", 0)], "dev": [], "gallery": []}
+
+    class Corpus:
+        @staticmethod
+        def split(name):
+            return rows[name]
+
+    split, recs = attacker_records(Corpus(), "test")
+    assert split == "train" and recs
+    assert "shared" not in {r.identity for r in recs}

@@ -72,8 +72,9 @@ def test_tiny_is_built_from_its_recorded_plan_to_the_registered_hash(tiny_corpus
 
 def test_replay_gives_the_same_bytes_with_other_cpu_kernels(tiny_corpus, tmp_path):
     """Other convolution and numpy kernels (as on another CPU) must not change a pixel of a registered corpus."""
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "default",
-           "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"}
+    # numpy 2.4 groups the AVX-512 features as X86_V4. OpenCV's cubic warp is not varied: without AVX2 it gives
+    # other bytes, a known limit of MeMa-mini 2.0 (docs/corpus-format.md).
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "default", "NPY_DISABLE_CPU_FEATURES": "X86_V4"}
     out = tmp_path / "other-cpu"
     r = subprocess.run([sys.executable, "-m", "mema.cli.data", "build", "tiny", "--out", str(out), "--workers", "1", "--quiet"],
                        env=env, capture_output=True, text=True)

@@ -18,7 +18,7 @@ def _lines(path):
 def test_round_trip_and_counts(tiny_corpus):
     corpus = load_corpus(tiny_corpus)
     assert corpus.info.manifest_sha256 == manifest_sha256(corpus.records)
-    assert corpus.info.n_images == len(corpus.records) == 96
+    assert corpus.info.n_images == len(corpus.records) == 120
     train = corpus.split("train")
     assert {r.disease for r in train} == set(DISEASES)
     for rec in corpus.records[:10]:
@@ -33,9 +33,10 @@ def test_round_trip_and_counts(tiny_corpus):
 
 def test_splits_are_identity_disjoint_and_gallery_covers_eval(tiny_corpus):
     corpus = load_corpus(tiny_corpus)
-    ids = {s: {r.identity for r in corpus.split(s)} for s in ("train", "val", "test", "gallery")}
-    assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
-    assert ids["gallery"] == ids["val"] | ids["test"]
+    ids = {s: {r.identity for r in corpus.split(s)} for s in ("train", "dev", "val", "test", "gallery")}
+    main = ("train", "dev", "val", "test")
+    assert all(not ids[a] & ids[b] for i, a in enumerate(main) for b in main[i + 1:])
+    assert ids["gallery"] == ids["dev"] | ids["val"] | ids["test"]
     photos = {r.id for r in corpus.split("gallery")}
     assert not photos & {r.id for r in corpus.split("test")}
 
@@ -45,7 +46,7 @@ def test_loads_with_hugging_face_datasets(tiny_corpus, tmp_path):
 
     # A private cache: a shared one can hold a table built from an earlier corpus at a reused tmp path.
     ds = datasets.load_dataset(str(tiny_corpus), cache_dir=str(tmp_path / "hf"))
-    assert set(ds) == {"train", "val", "test", "gallery"}
+    assert set(ds) == {"train", "dev", "val", "test", "gallery"}
     assert ds["train"].num_rows == 48
     row = ds["train"][0]
     assert row["image"].size == (128, 128) and row["disease"] in DISEASES and len(row["sha256"]) == 64
@@ -143,7 +144,7 @@ def test_export_nnunet(tiny_corpus, tmp_path):
     meta = json.loads((folder / "cases.json").read_text())
     assert all(c["disease"] in LESION_DISEASES for c in meta["cases"].values())
     assert meta["crop"] is None and meta["lesion_pixels_in_crop"] == 1.0
-    assert len(list((folder / "imagesTs").glob("*.png"))) == 8
+    assert len(list((folder / "imagesTs").glob("*.png"))) == 12  # dev, val and test lesion images
     cropped = export_nnunet(load_corpus(tiny_corpus), tmp_path / "c", dataset_id=8, name="TinyEyes", crop=(24, 88, 16, 112))
     assert np.asarray(Image.open(sorted((cropped / "imagesTr").glob("*.png"))[0])).shape == (64, 96, 3)
     assert json.loads((cropped / "cases.json").read_text())["lesion_pixels_in_crop"] > 0.99

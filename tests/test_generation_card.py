@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mema.corpus.schema import SPLITS
 from mema.cli.generate import main
 from tests.generation_data import check_card, check_croissant, dcgan_faces, write_real_set
 from tests.tiny_onnx import tiny_arcface_onnx
@@ -184,4 +185,4 @@ def test_shipped_mema_mini_croissant_is_current_and_valid():
     ds = mlc.Dataset(jsonld=str(root / "croissant.json"))
     assert not ds.metadata.ctx.issues.errors
     assert [w for w in ds.metadata.ctx.issues.warnings if "datePublished" not in w] == []
-    assert {rs.uuid for rs in ds.metadata.record_sets} == {x for s in ("train", "val", "test", "gallery") for x in (s, f"{s}-image-files")}
+    assert {rs.uuid for rs in ds.metadata.record_sets} == {x for s in SPLITS for x in (s, f"{s}-image-files")}

@@ -176,6 +176,17 @@ def test_a_corpus_without_gallery_is_refused_for_face_matching_only(corpus_copy,
     assert not ev.integrity.registered  # scored under its own hash, marked unofficial
 
 
+def test_adaptive_attack_needs_the_identity_task_and_a_recogniser_it_can_learn_with(tiny_corpus, tmp_path):
+    from mema.evaluation.harness import EvalError
+
+    corpus = load_corpus(tiny_corpus)
+    with pytest.raises(EvalError, match="builds on the identity task"):
+        Evaluation(corpus, get_method("identity"), tmp_path / "o", EvalConfig(tasks=["adaptive-attack"]))
+    with pytest.raises(EvalError, match="needs one of the recognisers"):
+        Evaluation(corpus, get_method("identity"), tmp_path / "o",
+                   EvalConfig(tasks=["identity", "adaptive-attack"], recognisers=["dlib-resnet"]))
+
+
 # --- trustworthy re-runs: stale outputs, tampered corpora, splits, method failures -----------------------
 
 
@@ -269,7 +280,7 @@ def test_every_attacker_runs_and_the_worst_case_is_their_minimum(identity_run):
     _, res = identity_run
     m = res.metrics
     attackers = {k.split(".", 2)[2]: v.value for k, v in m.items() if k.startswith("privacy.protection.") and v.value is not None}
-    assert {"sface", "dlib-resnet", "periocular", "linkability", "same-key", "adaptive", "deanon"} <= set(attackers)
+    assert {"sface", "dlib-resnet", "periocular", "periocular-sface", "linkability", "same-key", "adaptive", "deanon"} <= set(attackers)
     assert m["privacy.worst_case_protection"].value == pytest.approx(min(attackers.values()))
     assert m["gate.face_detected_rate"].value == 1.0  # the identity method keeps every face
     assert res.evaluators["recognisers"]["attacker_set"]["split"] == "train"

@@ -15,7 +15,7 @@ import pytest
 
 from mema.corpus.store import load_corpus, load_info
 from mema.evaluation.harness import EvalConfig, Evaluation
-from mema.evaluation.results import Metric
+from mema.evaluation.results import Metric, Results
 from mema.leaderboard import schema as schema_mod
 from mema.leaderboard.board import BOARD_DIR, CARD_FIELDS, Board, BoardError, adaptive_from_results, entry_from_results, load_results
 from mema.leaderboard.render import collect, render, render_markdown, splice_readme
@@ -26,7 +26,7 @@ from mema.leaderboard.verify import compare, tolerance, verify_entry
 from mema.methods import get_method
 from tests import board_fixtures as bf
 
-M = "mosaic__mema-tiny-1.0.json"
+M = "mosaic__mema-tiny-2.0.json"
 
 
 def _cli(*args, cwd=None):
@@ -47,7 +47,7 @@ def test_tiny_corpus_hash_is_the_registered_one(tiny_corpus):
 def test_submit_render_and_validate(board):
     assert validate_board(board) == []
     index = board.index()
-    assert [i.file for i in index.entries] == ["entries/identity__mema-tiny-1.0.json", f"entries/{M}"]
+    assert [i.file for i in index.entries] == ["entries/identity__mema-tiny-2.0.json", f"entries/{M}"]
     entry = board.load_entry(f"entries/{M}")
     assert entry.method.code_url == "https://example.org/mosaic"
     r = _cli("--board", str(board.root), "validate", "--no-history")
@@ -62,7 +62,7 @@ def test_resubmitting_supersedes_and_keeps_the_old_entry(board, tmp_path):
     newer = tmp_path / "results.json"
     newer.write_bytes(bf.raw(bf.legacy("mosaic", 0.96, 0.99, 0.05, 0.08, created="2030-01-01T00:00:00+00:00")))
     r = _cli("--board", str(board.root), "submit", str(newer))
-    assert r.returncode == 0 and "supersedes entries/superseded/mosaic__mema-tiny-1.0__" in r.stdout, r.stderr
+    assert r.returncode == 0 and "supersedes entries/superseded/mosaic__mema-tiny-2.0__" in r.stdout, r.stderr
     assert validate_board(board, previous=[before]) == []
     items = board.index().entries
     assert [i.status for i in items].count("superseded") == 1 and len(items) == 3
@@ -99,12 +99,12 @@ TAMPERS = {
                             "outside its range"),
     "n of zero": (lambda b: _rewrite_entry(b, M, lambda d: _set(d, ["metrics", "classification.top1", "n"], 0)), "n = 0"),
     "changed corpus hash": (lambda b: _rewrite_entry(b, M, lambda d: _set(d, ["corpus", "manifest_sha256"], "0" * 64)),
-                            "does not match mema-tiny 1.0"),
+                            "does not match mema-tiny 2.0"),
     "unknown corpus version": (lambda b: _rewrite_entry(b, M, lambda d: _set(d, ["corpus", "version"], "9.9")), "no version '9.9'"),
     "extra field": (lambda b: _rewrite_entry(b, M, lambda d: d.update(leaderboard_rank=1)), "unknown field"),
     "extra method field": (lambda b: _rewrite_entry(b, M, lambda d: d["method"].update(gpu="A100")), "unknown field"),
     "duplicate method name": (lambda b: _duplicate(b), "duplicate method name"),
-    "unlisted entry file": (lambda b: shutil.copy(b.root / "entries" / M, b.root / "entries" / "blur__mema-tiny-1.0.json"),
+    "unlisted entry file": (lambda b: shutil.copy(b.root / "entries" / M, b.root / "entries" / "blur__mema-tiny-2.0.json"),
                             "not listed in index.json"),
     "entry removed": (lambda b: _remove(b), "never removed"),
     "results file changed": (lambda b: (b.results_dir / M).write_text((b.results_dir / M).read_text().replace('"created"', '"created" ', 1)),
@@ -117,7 +117,7 @@ TAMPERS = {
 def _duplicate(b):
     # The same method listed twice under another file name; the file name check and the duplicate check both fire.
     src = b.root / "entries" / M
-    dst = b.root / "entries" / "mosaic-v2__mema-tiny-1.0.json"
+    dst = b.root / "entries" / "mosaic-v2__mema-tiny-2.0.json"
     shutil.copy(src, dst)
     shutil.copy(b.results_dir / M, b.results_dir / dst.name)
     index = json.loads(b.index_path.read_text())
@@ -245,7 +245,7 @@ def _forge(b, name, sface):
 
 def test_a_forged_figure_is_caught_only_by_the_history_check(repo):
     root, b, readme = repo
-    _forge(b, "identity__mema-tiny-1.0.json", 0.99)  # identity "protects" 99%
+    _forge(b, "identity__mema-tiny-2.0.json", 0.99)  # identity "protects" 99%
     _render(b, readme)
     bf.commit_all(root, "forged")
     # Everything on disk agrees with everything else: only the history shows the change.
@@ -253,7 +253,7 @@ def test_a_forged_figure_is_caught_only_by_the_history_check(repo):
     row = next(r for s in collect(b) for r in s.rows if r.entry.method.name == "identity")
     assert row.figs["protection"].value == pytest.approx(0.13) and row.status == "verified"
     problems = history_problems(git_index_history(b))
-    assert any("identity__mema-tiny-1.0.json" in p and "is gone or changed" in p for p in problems), problems
+    assert any("identity__mema-tiny-2.0.json" in p and "is gone or changed" in p for p in problems), problems
     r = _cli("--board", str(b.root), "validate", "--readme", str(readme))
     assert r.returncode == 1 and "entries are never removed" in r.stderr
     # With the history check switched off the forgery passes: the check is what catches it.
@@ -349,12 +349,12 @@ def test_entries_of_different_suites_are_never_ranked_together(tmp_path, monkeyp
         bf.zoo("swap", {"sface": 0.95, "dlib-resnet": 0.97, "periocular": 0.90}, kappa=0.90, face=0.98)]
     b = bf.make_board(tmp_path / "b", runs)
     sections = collect(b)
-    assert [(s.corpus, s.suite, s.current) for s in sections] == [("mema-tiny-1.0", "0.2", True), ("mema-tiny-1.0", "0.1", False)]
+    assert [(s.corpus, s.suite, s.current) for s in sections] == [("mema-tiny-2.0", "0.2", True), ("mema-tiny-2.0", "0.1", False)]
     assert "the current suite is 0.2" in sections[1].history_reason
     assert {r.entry.method.name for r in sections[0].rows} == {"rofi-next", "swap"}
     assert all(r.entry.suite_version == "0.1" for r in sections[1].rows)
     md = render_markdown(b)
-    assert md.index("### mema-tiny-1.0, suite 0.2") < md.index("### mema-tiny-1.0, suite 0.1") and "— history" in md
+    assert md.index("### mema-tiny-2.0, suite 0.2") < md.index("### mema-tiny-2.0, suite 0.1") and "— history" in md
     # Each section has its own frontier: the suite-0.2 methods are not dominated by the older rofi.
     assert all(r.on_frontier for r in sections[0].rows)
 
@@ -480,19 +480,42 @@ def test_verify_reruns_and_flags_a_wrong_claim(runs, local_tiny, tmp_path):
     b = Board(tmp_path / "board")
     results, raw = load_results(runs["mosaic"])
     b.submit(entry_from_results(results, raw), raw)
-    v = verify_entry(b, "mosaic__mema-tiny-1.0", out=tmp_path / "rerun", progress=False)
+    v = verify_entry(b, "mosaic__mema-tiny-2.0", out=tmp_path / "rerun", progress=False)
     assert v.status == "verified", v.differences
     assert v.measured["identity.sface.protection_rate"] == b.load_entry(f"entries/{M}").metrics["identity.sface.protection_rate"].value
     # A claim that does not hold: the submitted results.json says kappa 0.2 lower than a re-run gives.
     data = json.loads(runs["identity"].read_text())
-    data["metrics"]["classification.kappa_vs_original"]["value"] -= 0.2
-    data["metrics"]["classification.kappa_vs_original"]["ci95"] = None
+    kappa = data["metrics"]["classification.kappa_vs_original"]
+    kappa["value"] -= 0.2
+    kappa["ci95"] = [max(-1.0, c - 0.2) for c in kappa["ci95"]] if kappa["ci95"] else [kappa["value"] - 0.01, kappa["value"] + 0.01]
     claimed = tmp_path / "claimed.json"
     claimed.write_text(json.dumps(data))
     results, raw = load_results(claimed)
     b.submit(entry_from_results(results, raw), raw)
-    v2 = verify_entry(b, "identity__mema-tiny-1.0.json", out=tmp_path / "rerun2", progress=False)
+    v2 = verify_entry(b, "identity__mema-tiny-2.0.json", out=tmp_path / "rerun2", progress=False)
     assert v2.status == "mismatch" and any(d.startswith("classification.kappa_vs_original") for d in v2.differences)
     assert validate_board(b) == []  # verifications point at listed entries
     rows = {r.entry.method.name: r for s in collect(b) for r in s.rows}
     assert rows["mosaic"].status == "verified" and rows["identity"].status == "mismatch"
+
+
+def test_an_entry_scored_with_other_evaluators_or_on_dev_is_refused(tmp_path):
+    """MeMa-mini 2.0 ships frozen evaluators: an entry judged by locally trained ones is refused, as is a dev run."""
+    from mema.evaluators.bundle import shipped_bundle_sha256
+
+    want = shipped_bundle_sha256("mema-mini", "2.0")
+    assert want
+    good = bf.zoo("m", {"sface": 0.9, "dlib-resnet": 0.9, "periocular": 0.5}, kappa=0.9, face=0.99, corpus="mema-mini", version="2.0")
+    raw = json.loads(good.model_dump_json())
+    raw["suite_version"] = "0.2"
+    for evaluators, split, match in ((dict(raw["evaluators"], bundle={"sha256": want}), "test", None),
+                                     (dict(raw["evaluators"], bundle={"bundle": None}), "test", "other reference evaluators"),
+                                     (dict(raw["evaluators"], bundle={"sha256": want}), "dev", "test split")):
+        data = dict(raw, evaluators=evaluators, corpus=dict(raw["corpus"], split=split))
+        blob = json.dumps(data).encode()
+        results = Results.model_validate_json(blob)
+        if match is None:
+            entry_from_results(results, blob)
+        else:
+            with pytest.raises(BoardError, match=match):
+                entry_from_results(results, blob)

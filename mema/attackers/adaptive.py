@@ -6,8 +6,8 @@ on them, learns from (output, original) pairs, and then identifies the anonymize
 original gallery. Three learners, each reported; the adaptive protection is the lowest of the first two,
 the de-anonymization protection that of the third:
 
-- ``feature-map``: ridge regression from the zoo's embeddings of an output (SFace, dlib, periocular,
-  concatenated) to the embeddings of its original; probes are matched in the mapped space. It learns which
+- ``feature-map``: ridge regression from the secondary recognisers' embeddings of an output (SFace,
+  periocular, periocular-sface, concatenated) to the embeddings of its original; probes are matched in the mapped space. It learns which
   parts of the recognisers' view survive the method. The ridge strength is chosen on held-out attacker
   identities.
 - ``periocular-finetune``: the corpus's periocular recogniser fine-tuned on the attacker's outputs and

@@ -210,3 +210,46 @@ class PeriocularRecogniser:
             crops = np.stack([periocular_crop(images[i], landmarks[i]) for i in ok])
             out[ok] = embed_crops(self.net, crops)
         return out
+
+
+# --- a training-free periocular matcher from a pretrained whole-face recogniser ------------------------------
+
+# Rows of the 112 px ArcFace-aligned crop that a periocular matcher keeps: from 0.67 inter-ocular distances
+# above the eye line to 0.67 below it (the same extent as the learned recogniser's window).
+BAND_112 = (28, 75)
+
+
+def mean_face(crops: np.ndarray) -> np.ndarray:
+    """The average of (N, 112, 112, 3) aligned crops: what replaces everything outside the band."""
+    return np.clip(np.round(np.asarray(crops, np.float64).mean(0)), 0, 255).astype(np.uint8)
+
+
+class PeriocularSFace:
+    """SFace on the periocular band alone: the aligned face with everything outside ``BAND_112`` replaced by an
+    average face of the attacker's own photos. It needs no training, and on real faces it is the stronger
+    periocular attacker (a pretrained recogniser's features transfer; a CNN trained on a dozen people does not).
+    """
+
+    info = RecogniserInfo("periocular-sface", "sface_int8", 128, "ArcFace-112 crop, rows 28-75 kept, the rest an average face", float("nan"))
+
+    def __init__(self, average: np.ndarray, average_sha256: str):
+        from mema.faces.recognisers import SFace
+
+        self.sface = SFace()
+        self.average = average
+        self.average_sha256 = average_sha256
+
+    @property
+    def record(self) -> dict:
+        return {**self.sface.record, "recogniser": self.info.name, "crop": self.info.crop, "average_face_sha256": self.average_sha256}
+
+    def masked(self, rgb: np.ndarray, landmarks: FaceLandmarks) -> np.ndarray:
+        from mema.faces.align import align_crop, five_points
+
+        crop = align_crop(rgb, five_points(landmarks))
+        out = self.average.copy()
+        out[BAND_112[0]:BAND_112[1]] = crop[BAND_112[0]:BAND_112[1]]
+        return out
+
+    def embed(self, rgb: np.ndarray, landmarks: FaceLandmarks) -> np.ndarray:
+        return self.sface.embed_aligned(self.masked(rgb, landmarks)[None])[0]

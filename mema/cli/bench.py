@@ -2,6 +2,12 @@
 
     mema-bench eval [--method mosaic] [--dataset mini] [--n 100] [--out runs/bench]
     mema-bench anonymize [--method rofi] [--dataset mini] [--n 256] [--batch-size 64] [--out runs/bench]
+    mema-bench first-run [--out runs/bench] [--keep DIR]
+
+``first-run`` clones this repository into a temporary folder and runs the README's main command
+(``bash scripts/run_mini.sh``) there with an empty ``MEMA_HOME``, step by step as the script does
+(install, build, verify, score ROFI), then runs it again (the cached re-run); each step is timed and
+the evaluation's own stage times are copied from its results.json into OUT/bench_first_run.json.
 
 Runs ``mema-eval`` as a user would (a subprocess) and records:
   first_run_s   with an empty evaluator cache (trains the classifier and nnU-Net, embeds the references)
@@ -97,6 +103,42 @@ def bench_anonymize(method_spec: str, dataset: str, n: int, batch_size: int, out
     return record
 
 
+def _step(cmd: list[str], cwd: Path, env: dict) -> float:
+    t0 = time.time()
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"mema-bench: {' '.join(cmd)} failed:\n{(r.stdout + r.stderr)[-3000:]}")
+    return round(time.time() - t0, 1)
+
+
+def bench_first_run(out: Path, keep: Path | None) -> dict:
+    """The README's first run on a fresh clone, then the cached re-run (see the module docstring)."""
+    repo = Path(__file__).resolve().parents[2]
+    work = Path(tempfile.mkdtemp(prefix="mema-first-run-")) if keep is None else keep
+    clone, home = work / "clone", work / "home"
+    if clone.exists():
+        raise SystemExit(f"mema-bench: {clone} exists; give an empty --keep folder")
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "MEMA_"))}
+    env.update(MEMA_HOME=str(home), GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2")
+    record: dict = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+                    "commit": subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()}
+    for label in ("first_run", "cached_run"):
+        steps = {"setup": _step(["bash", "scripts/setup.sh"], clone, env),
+                 "build": _step([".venv/bin/mema-data", "build", "mini", "--quiet"], clone, env),
+                 "verify": _step([".venv/bin/mema-data", "verify", "mini", "--quiet"], clone, env),
+                 "eval": _step([".venv/bin/mema-eval", "--method", "rofi", "--dataset", "mini", "--out", "runs/rofi", "--quiet"], clone, env)}
+        res = json.loads((clone / "runs" / "rofi" / "results.json").read_text())
+        record[label] = {"seconds": round(sum(steps.values()), 1), "steps": steps,
+                         "eval_stages": {k: v["seconds"] for k, v in res["timings"].items()},
+                         "attack_seconds": res["evaluators"].get("recognisers", {}).get("attack_seconds")}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_first_run.json").write_text(json.dumps(record, indent=2))
+    if keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mema-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -112,7 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--n", type=int, default=256)
     a.add_argument("--batch-size", type=int, default=64)
     a.add_argument("--out", type=Path, default=Path("runs/bench"))
+    f = sub.add_parser("first-run", help="the README's first run on a fresh clone, then the cached re-run")
+    f.add_argument("--out", type=Path, default=Path("runs/bench"))
+    f.add_argument("--keep", type=Path, help="work in this (empty) folder and keep the clone and caches")
     args = p.parse_args(argv)
+    if args.command == "first-run":
+        print(json.dumps(bench_first_run(args.out, args.keep), indent=2))
+        return 0
     if args.command == "anonymize":
         print(json.dumps(bench_anonymize(args.method, args.dataset, args.n, args.batch_size, args.out), indent=2))
         return 0

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=",".join(TASKS),
                    help=f"comma-separated subset of {','.join(TASKS)} (default: all of these), plus optional {','.join(OPTIONAL_TASKS)}")
     p.add_argument("--recognisers", default=",".join(DEFAULT_RECOGNISERS),
-                   help="comma-separated zoo (sface, dlib-resnet, periocular; arcface/facenet with local weights)")
+                   help="comma-separated zoo (sface, dlib-resnet, periocular, periocular-sface; arcface/facenet with local weights)")
     p.add_argument("--out", type=Path, help="output folder (default runs/METHOD)")
     p.add_argument("--key", type=Path, help="key file for reversible methods (default: the fixed evaluation key key_from_seed(7000000), so re-runs agree; only key ids are recorded)")
     p.add_argument("--limit", type=int, help="evaluate N samples: whole identities in a seeded order, so every class is present (smoke runs, ablations; recorded in results)")

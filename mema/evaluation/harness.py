@@ -51,7 +51,7 @@ OPTIONAL_TASKS = ("key-security",)
 ALL_TASKS = TASKS + OPTIONAL_TASKS
 # Face matching and the calibrated same-person threshold compare against another photo of each identity.
 GALLERY_TASKS = ("identity", "adaptive-attack", "key-security")
-DEFAULT_RECOGNISERS = ("sface", "dlib-resnet", "periocular")
+DEFAULT_RECOGNISERS = ("sface", "dlib-resnet", "periocular", "periocular-sface")
 SCORED_SPLITS = ("test", "dev")  # val calibrates the reference evaluators: never scored
 EVAL_KEY_SEED = 7_000_000  # reversible methods are scored with key_from_seed(this) unless --key is given
 WRONG_KEY_SEED = 7_000_001  # the wrong key is derived from this seed, so it is the same in every run
@@ -119,8 +119,13 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+FIGURE_DECIMALS = 4  # float32 models differ across CPUs in the ~7th digit; figures are reported to 4 decimals
+
+
 def _metric(values, n=None, ci=None, unit="", hib=None, note="") -> Metric:
-    v = None if values is None or not np.isfinite(values) else float(values)
+    v = None if values is None or not np.isfinite(values) else round(float(values), FIGURE_DECIMALS)
+    if ci is not None:
+        ci = (round(float(ci[0]), FIGURE_DECIMALS), round(float(ci[1]), FIGURE_DECIMALS))
     return Metric(value=v, n=int(n or 0), ci95=ci, unit=unit, higher_is_better=hib, note=note)
 
 
@@ -152,6 +157,12 @@ class Evaluation:
             raise EvalError(f"corpus {corpus.info.name} has no gallery split, which the {', '.join(needs_gallery)} task(s) need "
                             "(another photo of each val/test identity; docs/corpus-format.md)"
                             + (f"; run the others with --tasks {','.join(others)}" if others else ""))
+        if "adaptive-attack" in cfg.tasks and "identity" not in cfg.tasks:
+            raise EvalError("the adaptive-attack task builds on the identity task (its gallery and recognisers); "
+                            "add identity to --tasks")
+        if "adaptive-attack" in cfg.tasks and not set(cfg.recognisers) & {"sface", "periocular", "periocular-sface"}:
+            raise EvalError("the adaptive-attack task needs one of the recognisers sface, periocular, periocular-sface "
+                            f"(given: {', '.join(cfg.recognisers)})")
         if cfg.split not in SCORED_SPLITS:
             raise EvalError(f"split {cfg.split!r} cannot be scored: val calibrates the reference evaluators; use test or dev")
         from mema.evaluation.integrity import check_corpus

@@ -3,13 +3,15 @@
 Attackers (all identify anonymized probes against the *original* gallery photos, rank-1):
   sface, dlib-resnet   fixed whole-face recognisers (the zoo)
   periocular           the corpus's periocular recogniser (eyes, lids, brows only)
+  periocular-sface     SFace on the periocular band over the attacker's average face (training-free)
   adaptive             learns the method from its outputs on the attacker's own identities
                        (feature-map ridge and periocular fine-tune; :mod:`mema.attackers.adaptive`)
   deanon               reconstructs originals from outputs (:mod:`mema.attackers.deanon`)
   linkability          links two outputs of the same patient to each other (no original involved)
   same-key             the median of other patients' outputs under one key subtracted (:mod:`mema.attackers.linking`)
 Protection of an attacker = 1 - its rank-1 (the best of its recognisers or variants; named in the note).
-Worst-case protection = the minimum over all attackers that ran; it is the headline figure.
+Worst-case protection = the minimum over all attackers that ran; it is the headline figure (its CI takes
+the minimum inside each bootstrap resample).
 Probes whose original has no landmarks, or whose identity has no usable gallery photo, are excluded and
 counted in each metric's note.
 """
@@ -30,7 +32,7 @@ from mema.metrics.identity import accept_rate, l2_distance, rank1_match
 ATTACKER_KEY_SEED = 7_000_002  # the attacker's own key for keyed methods (never the evaluation key)
 ATTACK_VERSION = "1"  # bump when an attacker's training changes: cached attackers are keyed by it
 ATTACK_IDENTITIES = 300  # attacker identities (train split) at most; each contributes up to 2 outputs
-ZOO = ("sface", "dlib-resnet", "periocular")
+ZOO = ("sface", "dlib-resnet", "periocular", "periocular-sface")
 # Schedules overridable for quick pipeline tests (tests/conftest.py); the defaults are what results report.
 FINETUNE_EPOCHS = "MEMA_ATTACK_FINETUNE_EPOCHS"
 DEANON_EPOCHS = "MEMA_DEANON_EPOCHS"
@@ -62,8 +64,10 @@ def identify(probe: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray, gall
     return Identified(hits, usable, by)
 
 
-def strongest(views: list[Identified]) -> Identified:
-    """The view with the highest rank-1 over its usable probes (ties: the first)."""
+def strongest(views: list[Identified]) -> Identified | None:
+    """The view with the highest rank-1 over its usable probes (ties: the first); None when there is none."""
+    if not views:
+        return None
     rate = lambda v: v.hits[v.usable].mean() if v.usable.any() else -1.0  # noqa: E731
     return max(views, key=rate)
 
@@ -77,7 +81,7 @@ class Zoo:
 
     def embed(self, images: list[np.ndarray], landmarks: list, desc: str, names=None) -> dict[str, np.ndarray]:
         out = {}
-        for name in names or self.recognisers:
+        for name in (names if names is not None else self.recognisers):
             rec = self.recognisers[name]
             if hasattr(rec, "embed_many"):
                 out[name] = rec.embed_many(images, landmarks).astype(np.float64)
@@ -91,18 +95,22 @@ class Zoo:
         return out
 
 
-def method_fingerprint(method, key_id: str | None, corpus_fp: str) -> str:
-    blob = json.dumps({"method": method.info.model_dump(mode="json"), "key_id": key_id, "corpus": corpus_fp,
-                       "attack_version": ATTACK_VERSION}, sort_keys=True)
+def method_fingerprint(method, key_id: str | None, corpus_fp: str, extra: dict | None = None) -> str:
+    """Everything a cached attacker depends on: the method (info, weights), the attacker's key, the corpus, the
+    attack recipe and its schedule, the seed, the base periocular weights and the library versions (``extra``)."""
+    blob = json.dumps({"method": method.info.model_dump(mode="json"), "weights": getattr(method, "weights_sha256", None),
+                       "key_id": key_id, "corpus": corpus_fp, "attack_version": ATTACK_VERSION, **(extra or {})},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def attacker_records(corpus, eval_split: str, limit: int = ATTACK_IDENTITIES, seed: int = 0) -> tuple[str | None, list[ImageRecord]]:
     """(split, records) the attacker trains on: train, or dev when there is no train; never the evaluated split."""
+    evaluated = {r.identity for r in corpus.split(eval_split)}
     for split in ("train", "dev"):
         if split == eval_split:
             continue
-        recs = corpus.split(split)
+        recs = [r for r in corpus.split(split) if r.identity not in evaluated]  # never a probe's identity
         by_id: dict[str, list[ImageRecord]] = {}
         for r in sorted(recs, key=lambda r: r.id):
             by_id.setdefault(r.identity, []).append(r)
@@ -120,7 +128,7 @@ def attacker_records(corpus, eval_split: str, limit: int = ATTACK_IDENTITIES, se
 class PrivacySuite:
     """Runs every attacker of one evaluation and writes its metrics (see the module docstring)."""
 
-    def __init__(self, ev, secondary=("sface", "periocular")):
+    def __init__(self, ev, secondary=("sface", "periocular", "periocular-sface")):
         self.ev = ev
         self.secondary = tuple(secondary)
         self.views: dict[str, Identified] = {}
@@ -132,10 +140,14 @@ class PrivacySuite:
 
         return _metric(*a, **k)
 
-    def _protection(self, name: str, view: Identified, metrics: dict, note: str) -> None:
+    def _protection(self, name: str, view: Identified | None, metrics: dict, note: str, eligible: np.ndarray | None = None) -> None:
+        """``eligible``: the probes this attacker is meant to judge (all by default); the others are not 'excluded'."""
         ev = self.ev
+        if view is None:
+            metrics[f"privacy.protection.{name}"] = self._metric(None, 0, note=f"{note}; not run: no recogniser it can use")
+            return
         idx = np.flatnonzero(view.usable)
-        excluded = len(view.usable) - len(idx)
+        excluded = int((eligible if eligible is not None else np.ones(len(view.usable), bool)).sum()) - len(idx)
         hits = view.hits
         metrics[f"privacy.protection.{name}"] = self._metric(
             1 - hits[idx].mean() if len(idx) else None, len(idx), ev._ci(lambda i: 1 - hits[i].mean(), idx) if len(idx) > 1 else None,
@@ -251,17 +263,26 @@ class PrivacySuite:
             usable = np.zeros(len(recs), bool)
             hits[probe_idx], usable[probe_idx] = v.hits, v.usable
             views.append(Identified(hits, usable, name))
+        eligible = np.zeros(len(recs), bool)
+        eligible[probe_idx] = True
         self._protection("linkability", strongest(views), metrics,
-                         f"an output linked to another output of the same patient among {len(pairs)} patients' outputs")
+                         f"an output linked to another output of the same patient among {len(pairs)} patients' outputs", eligible)
 
     # --- attackers that learn ------------------------------------------------------------------------
     def _attack_cache(self) -> Path:
         import os
 
+        from mema.evaluation.environment import library_versions
+
         ev = self.ev
         key_id = self.attacker_key.key_id if self.attacker_key is not None else None
+        base = self.zoo.recognisers.get("periocular")
+        extra = {"seed": ev.cfg.seed, "epochs": [_epochs(FINETUNE_EPOCHS, 4), _epochs(DEANON_EPOCHS, 12)],
+                 "periocular": base.record.get("sha256") if base is not None else None, "recognisers": sorted(self.secondary),
+                 "libraries": library_versions()}
         home = Path(os.environ.get("MEMA_HOME", Path.home() / ".cache" / "mema")).expanduser()
-        folder = home / "attackers" / ev.corpus.fingerprint / f"{ev.method.info.name}-{method_fingerprint(ev.method, key_id, ev.corpus.fingerprint)}"
+        fp = method_fingerprint(ev.method, key_id, ev.corpus.fingerprint, extra)
+        folder = home / "attackers" / ev.corpus.fingerprint / f"{ev.method.info.name}-{fp}"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -269,7 +290,7 @@ class PrivacySuite:
         """Attacker records, their originals, landmarks, and the method's outputs on up to 2 photos each (cached)."""
         from mema.imageio import atomic_write_bytes
         from mema.keys import key_from_seed
-        from mema.methods import check_output
+        from mema.methods import MethodFailure, check_output
 
         ev = self.ev
         split, recs = attacker_records(ev.corpus, ev.cfg.split)
@@ -297,8 +318,9 @@ class PrivacySuite:
             bs = ev.cfg.batch_size
             for s in tqdm(range(0, len(images), bs), desc="attacker runs the method", unit="batch", disable=not ev.progress):
                 batch = images[s : s + bs]
-                chunks.append(check_output(ev.method.info.name, batch, ev.method.anonymize(batch, key=self.attacker_key),
-                                           [recs[i].id for i in anon_idx[s : s + bs]], "anonymize (attacker set)"))
+                ids_b = [recs[i].id for i in anon_idx[s : s + bs]]
+                out_b = MethodFailure.wrap(ev.method.info.name, "anonymize (attacker set)", ids_b, ev.method.anonymize, batch, key=self.attacker_key)
+                chunks.append(check_output(ev.method.info.name, batch, out_b, ids_b, "anonymize (attacker set)"))
             outputs = np.concatenate(chunks)
             import io
 
@@ -336,11 +358,14 @@ class PrivacySuite:
         public = np.median(np.stack([aorig[i] for i in range(len(arecs))]).astype(np.float32), axis=0)
         from mema.attackers.linking import median_composites, shared_content
 
-        comp = median_composites(np.stack(out_list), public, seed=ev.cfg.seed)
-        comp_emb = self.zoo.embed(list(comp), lms, "embed median composites", sec)
-        views = [identify(comp_emb[n], ids, self.gallery_emb[n], self.gallery_ids, n) for n in sec]
-        self._protection("same-key", strongest(views), metrics, "outputs minus the median of 31 other patients' outputs, "
-                         "plus an average real face, identified against the original gallery")
+        if len(out_list) >= 3:
+            comp = median_composites(np.stack(out_list), public, seed=ev.cfg.seed)
+            comp_emb = self.zoo.embed(list(comp), lms, "embed median composites", sec)
+            views = [identify(comp_emb[n], ids, self.gallery_emb[n], self.gallery_ids, n) for n in sec]
+            self._protection("same-key", strongest(views), metrics, "outputs minus the median of 31 other patients' outputs, "
+                             "plus an average real face, identified against the original gallery")
+        else:
+            metrics["privacy.protection.same-key"] = self._metric(None, 0, note="not run: fewer than 3 outputs to take a median of")
         firsts = sorted({r.identity: i for i, r in reversed(list(enumerate(recs)))}.values())
         metrics["privacy.shared_content_outputs"] = self._metric(shared_content(np.stack([out_list[i] for i in firsts]), seed=ev.cfg.seed),
                                                                  len(firsts), note="mean pixel correlation between outputs of different patients")
@@ -456,9 +481,16 @@ class PrivacySuite:
         worst = min(prot, key=prot.get)
         v = ran[worst]
         idx = np.flatnonzero(v.usable)
+
+        def minimum(sel, views=ran):
+            """The minimum over attackers within one resample (the weakest attacker is chosen per resample too)."""
+            vals = [1 - w.hits[sel][w.usable[sel]].mean() for w in views.values() if w.usable[sel].any()]
+            return min(vals) if vals else float("nan")
+
+        everyone = np.arange(len(detected))
         metrics["privacy.worst_case_protection"] = self._metric(
-            prot[worst], len(idx), ev._ci(lambda i: 1 - v.hits[i].mean(), idx), hib=True,
-            note=f"minimum over {len(ran)} attackers ({', '.join(sorted(ran))}); weakest against: {worst}")
+            prot[worst], len(idx), ev._ci(minimum, everyone), hib=True,
+            note=f"minimum over {len(ran)} attackers ({', '.join(sorted(ran))}); weakest against: {worst}; CI of the minimum")
         face = {}
         for k, view in ran.items():
             sel = view.usable & detected
@@ -470,8 +502,9 @@ class PrivacySuite:
         if face:
             w = min(face, key=face.get)
             sel = np.flatnonzero(ran[w].usable & detected)
+            face_views = {k: Identified(view.hits, view.usable & detected, view.by) for k, view in ran.items()}
             metrics["privacy.worst_case_protection_face"] = self._metric(
-                face[w], len(sel), ev._ci(lambda i: 1 - ran[w].hits[i].mean(), sel), hib=True,
-                note=f"over outputs in which the gate finds a face; weakest against: {w}")
+                face[w], len(sel), ev._ci(lambda i: minimum(i, face_views), np.flatnonzero(detected)), hib=True,
+                note=f"over outputs in which the gate finds a face; weakest against: {w}; CI of the minimum")
         else:
             metrics["privacy.worst_case_protection_face"] = self._metric(None, 0, note="no output has a detected face")

@@ -49,6 +49,11 @@ def print_summary(results: Results) -> None:
         if key in results.metrics:
             m = results.metrics[key]
             print(f"  {label:24s} {_fmt(m):28s} n={m.n}")
+    attackers = [(k.removeprefix("privacy.protection."), m) for k, m in results.metrics.items() if k.startswith("privacy.protection.")]
+    if attackers:
+        print("  protection per attacker:")
+        for name, m in attackers:
+            print(f"    {name:22s} {_fmt(m):28s} n={m.n}")
     for stage, t in results.timings.items():
         rate = f"{t.images_per_s:.1f} img/s" if t.images_per_s else ""
         print(f"  time {stage:19s} {t.seconds:8.1f} s  {rate}")

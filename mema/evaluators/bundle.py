@@ -24,8 +24,8 @@ from pathlib import Path
 SHIPPED = Path(__file__).parent / "shipped"
 BUNDLE_JSON = "bundle.json"
 SEGMENTER_DIR = "nnunet-eyes"
-FILES = ("classifier.pt", "classifier.json", "periocular.pt", "periocular.json", "thresholds.json",
-         "embeddings_sface.npz", "embeddings_dlib-resnet.npz", "embeddings_periocular.npz")
+FILES = ("classifier.pt", "classifier.json", "periocular.pt", "periocular.json", "average_face_112.png", "thresholds.json",
+         "embeddings_sface.npz", "embeddings_dlib-resnet.npz", "embeddings_periocular.npz", "embeddings_periocular-sface.npz")
 SEGMENTER_FILES = ("segmenter.json", "results/Dataset501_MeMaSeg/nnUNetTrainer__nnUNetPlansCPU__2d/plans.json",
                    "results/Dataset501_MeMaSeg/nnUNetTrainer__nnUNetPlansCPU__2d/dataset.json",
                    "results/Dataset501_MeMaSeg/nnUNetTrainer__nnUNetPlansCPU__2d/dataset_fingerprint.json",
@@ -115,3 +115,47 @@ def install(cache: Path, corpus_info) -> dict | None:
         shutil.copy2(folder / BUNDLE_JSON, stamp)
     return {"bundle": f"{corpus_info.name}-{corpus_info.version}", "sha256": _sha(folder / BUNDLE_JSON),
             "files": body["files"]}
+
+
+def pretrained_periocular() -> tuple[dict | None, str | None]:
+    """(state dict, what it is) of MeMa-mini's shipped periocular recogniser, to fine-tune from; (None, None) if absent."""
+    import torch
+
+    folder = shipped_dir("mema-mini", "2.0")
+    if not (folder / BUNDLE_JSON).exists():
+        return None, None
+    body = json.loads((folder / BUNDLE_JSON).read_text())
+    want = body["files"].get("periocular.pt")
+    if want is None or _sha(folder / "periocular.pt") != want:
+        return None, None
+    state = torch.load(folder / "periocular.pt", map_location="cpu", weights_only=True)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, f"mema-mini-2.0 periocular.pt {want[:12]}"
+
+
+def copy_pretrained_segmenter(dest: Path) -> bool:
+    """Copy MeMa-mini 2.0's shipped nnU-Net segmenter (verified against its bundle) to ``dest``; False if absent."""
+    folder = shipped_dir("mema-mini", "2.0")
+    if not (folder / BUNDLE_JSON).exists():
+        return False
+    body = json.loads((folder / BUNDLE_JSON).read_text())
+    files = {rel: sha for rel, sha in body["files"].items() if rel.startswith(SEGMENTER_DIR + "/")}
+    if not files:
+        return False
+    for rel, want in files.items():
+        if _sha(folder / rel) != want:
+            raise BundleError(f"shipped segmenter file {rel} differs from its bundle.json; restore it from the repository")
+    for rel in files:
+        out = Path(dest) / Path(rel).relative_to(SEGMENTER_DIR)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(folder / rel, out)
+    return True
+
+
+def shipped_bundle_sha256(name: str, version: str) -> str | None:
+    """The registered evaluators of a corpus version: the manifest's sha256 of its bundle.json (None if none ships)."""
+    from mema.weights import WeightsError, entry
+
+    try:
+        return entry(manifest_name(name, version)).sha256
+    except WeightsError:
+        return None

@@ -13,7 +13,7 @@ import time
 
 from mema.evaluators.reference import ReferenceEvaluators
 
-ZOO = ("sface", "dlib-resnet", "periocular")
+ZOO = ("sface", "dlib-resnet", "periocular", "periocular-sface")
 
 
 def library_versions() -> dict[str, str]:
