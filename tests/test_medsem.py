@@ -266,16 +266,18 @@ def _shipped():
         pytest.fail(f"the shipped MedSem-DeID weights do not load: {exc}")
 
 
-def test_shipped_weights_restore_with_the_right_password_only(tiny_corpus):
-    """The learned decryptor: the right password brings the original back closer than a wrong one does,
-    in pixels and for the method's own identity network. Four tiny-corpus faces; the benchmark figures
-    are in docs/methods/medsem-deid.md."""
+def test_shipped_weights_do_what_the_docs_say(tiny_corpus):
+    """The shipped weights, loaded by their manifest hash, on four tiny-corpus faces: the protected face is
+    another person for phi, the learned restoration brings the identity partly back, and (as measured
+    and documented in docs/methods/medsem-deid.md) the decryptor does not tell the right password from
+    a wrong one. Weights that fix that fail here on purpose: the docs and the board must change with them."""
     from mema.corpus.store import load_corpus
     from mema.methods import get_method
     from mema.metrics.image import psnr
 
     method = _shipped()
     assert get_method("medsem-deid").info.name == "medsem-deid"
+    assert method.weights["sha256"].startswith("ec16b037")
     corpus = load_corpus(tiny_corpus)
     images = np.stack([corpus.load_image(r) for r in sorted(corpus.split("test"), key=lambda r: r.id)[:4]])
     key, wrong = key_from_seed(11), key_from_seed(12)
@@ -283,15 +285,16 @@ def test_shipped_weights_restore_with_the_right_password_only(tiny_corpus):
     right, other = method.restore(protected, key=key), method.restore(protected, key=wrong)
     p_right = np.mean([psnr(a, b) for a, b in zip(images, right)])
     p_wrong = np.mean([psnr(a, b) for a, b in zip(images, other)])
-    p_prot = np.mean([psnr(a, b) for a, b in zip(images, protected)])
-    assert p_right > p_wrong + 1.0 and p_right > p_prot
+    assert abs(p_right - p_wrong) < 0.5 and p_right > 10.0
 
     def cos(a: np.ndarray) -> float:
         t = lambda v: torch.from_numpy(v).permute(0, 3, 1, 2).float() / 255  # noqa: E731
         with torch.no_grad():
             return float((method.idnet(t(images)) * method.idnet(t(a))).sum(1).mean())
 
-    assert cos(right) > cos(other) and cos(right) > cos(protected)
+    assert cos(protected) < method.identity_threshold  # another person by the method's own measure
+    assert cos(right) > cos(protected)  # the restoration moves back towards the person
+    assert abs(cos(right) - cos(other)) < 0.1  # ... whatever the password
     # The sealed variant gives the original back (up to its JPEG/PNG code) only to the right key.
     from mema.baselines.medsem.method import MedSemDeIDSealed
 
