@@ -243,7 +243,8 @@ def _md_fig(f: Fig | None, kind: str, mark: str = "") -> str:
 
 def _attacker_label(a: str) -> str:
     return {"sface": "SFace", "dlib-resnet": "dlib", "periocular": "periocular", "adaptive": "adaptive",
-            "deanon": "de-anon.", "linkability": "linkability"}.get(a, a.removeprefix("adaptive:") + " (adaptive)")
+            "periocular-sface": "periocular-SFace", "deanon": "de-anon.", "linkability": "linkability",
+            "same-key": "same-key"}.get(a, a.removeprefix("adaptive:") + " (adaptive)")
 
 
 def _columns(section: Section) -> list[tuple[str, str, str]]:
@@ -335,11 +336,11 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1500px;color:#222;padding:0 1em}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12px;margin:.5em 0 1em;
   font-family:'Segoe UI',Roboto,'Helvetica Neue','Liberation Sans',Arial,sans-serif}
-th,td{padding:3px 5px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
+th,td{padding:3px 3px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
 th{cursor:pointer;background:#f4f4f4;user-select:none;font-weight:600;min-width:3.5em}
 th.sorted-desc::after{content:" ▼"}th.sorted-asc::after{content:" ▲"}
 td:first-child,th:first-child,td.restoration{text-align:left}.frontier td:first-child{font-weight:bold}
-td small.ci{display:block;color:#666;font-size:10px;white-space:nowrap}td.method small{display:block;font-weight:normal}
+td small.ci{display:block;color:#666;font-size:9.5px;white-space:nowrap}td.method small{display:block;font-weight:normal}
 td.restoration{max-width:11em}.verified{color:#1a7f37}.mismatch{color:#b42318}.claimed{color:#777}details{margin:.3em 0}small{color:#666}
 .history{color:#555}h4{margin:1.2em 0 .2em}.plot{max-width:100%;overflow-x:auto}
 """
