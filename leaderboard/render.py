@@ -230,7 +230,7 @@ def _ci_text(f: Fig | None, kind: str) -> str:
     if f is None or f.value is None:
         return ""
     if f.ci is None:
-        return "no CI recorded"
+        return f"n = {f.n}, no CI" if 0 < f.n < 2 else "no CI recorded"
     return f"[{_num(f.ci[0], kind)}, {_num(f.ci[1], kind)}]"
 
 
@@ -238,7 +238,9 @@ def _md_fig(f: Fig | None, kind: str, mark: str = "") -> str:
     if f is None or f.value is None:
         return "–"
     ci = _ci_text(f, kind)
-    return f"{_num(f.value, kind)}{mark} {ci}" if f.ci else f"{_num(f.value, kind)}{mark} (no CI)"
+    if f.ci:
+        return f"{_num(f.value, kind)}{mark} {ci}"
+    return f"{_num(f.value, kind)}{mark} (n = {f.n})" if 0 < f.n < 2 else f"{_num(f.value, kind)}{mark} (no CI)"
 
 
 def _attacker_label(a: str) -> str:
@@ -298,7 +300,7 @@ def _footnotes(section: Section) -> list[str]:
     if any(r.face_source == "mediapipe" for r in section.rows):
         notes.append(f"{MEDIAPIPE_MARK} face detected by MediaPipe (the landmarker several methods use), not the independent "
                      "detector of the face-presence gate.")
-    if any(f and f.value is not None and f.ci is None for r in section.rows for k, f in r.figs.items()):
+    if any(f and f.value is not None and f.ci is None and not 0 < f.n < 2 for r in section.rows for k, f in r.figs.items()):
         notes.append("no CI recorded: this suite did not record an interval for that figure.")
     return notes
 
@@ -334,7 +336,7 @@ def render_markdown(board: Board) -> str:
 # --- HTML ---------------------------------------------------------------------------------------
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1500px;color:#222;padding:0 1em}
-.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12px;margin:.5em 0 1em;
+.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:11.5px;margin:.5em 0 1em;
   font-family:'Segoe UI',Roboto,'Helvetica Neue','Liberation Sans',Arial,sans-serif}
 th,td{padding:3px 3px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
 th{cursor:pointer;background:#f4f4f4;user-select:none;font-weight:600;min-width:3.5em}

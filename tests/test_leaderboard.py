@@ -432,6 +432,9 @@ def test_schema_checks_the_new_figures():
     refused(lambda d: d["metrics"]["gate.face_detected_rate"].update(value=1.3, ci95=None), "outside its range")
     refused(lambda d: d["metrics"]["privacy.protection.periocular"].update(ci95=None), "carry no 95% CI")
     refused(lambda d: d["metrics"]["privacy.protection.periocular"].update(value=-0.1, ci95=None), "outside its range")
+    d = json.loads(json.dumps(data))  # one sample has no interval: accepted, and shown with its n
+    d["metrics"]["privacy.protection.periocular"].update(ci95=None, n=1)
+    Entry.model_validate(d)
     d = json.loads(json.dumps(data))
     d["suite_version"] = "0.1"  # older suites did not record CIs everywhere
     d["metrics"]["privacy.protection.periocular"]["ci95"] = None
