@@ -102,13 +102,10 @@ def load_shipped(corpus_info) -> tuple[Path, dict] | None:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    """Copy through a temporary file and a rename, so a crash never leaves a half-written evaluator."""
-    import os
+    """Copy through the project's atomic write, so a crash never leaves a half-written evaluator."""
+    from mema.imageio import atomic_write_bytes
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copy2(src, tmp)
-    os.replace(tmp, dst)
+    atomic_write_bytes(dst, Path(src).read_bytes())
 
 
 def install(cache: Path, corpus_info) -> dict | None:

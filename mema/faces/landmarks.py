@@ -48,6 +48,7 @@ class FaceLandmarks:
 
 
 _OPEN: "weakref.WeakSet[LandmarkDetector]" = weakref.WeakSet()
+_HOOKED: list[bool] = []
 
 
 def _close_open_detectors() -> None:
@@ -60,11 +61,10 @@ def _close_at_exit(detector: "LandmarkDetector") -> None:
     then, with a traceback on stderr. Threading's exit hooks run before atexit's, newest first."""
     import threading
 
-    if not _OPEN:
-        register = getattr(threading, "_register_atexit", None)
-        if register is not None and not getattr(_close_at_exit, "registered", False):
-            register(_close_open_detectors)
-            _close_at_exit.registered = True
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None and not _HOOKED:
+        register(_close_open_detectors)
+        _HOOKED.append(True)
     _OPEN.add(detector)
 
 
