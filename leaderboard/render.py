@@ -230,7 +230,7 @@ def _ci_text(f: Fig | None, kind: str) -> str:
     if f is None or f.value is None:
         return ""
     if f.ci is None:
-        return "no CI recorded"
+        return f"n = {f.n}, no CI" if 0 < f.n < 2 else "no CI recorded"
     return f"[{_num(f.ci[0], kind)}, {_num(f.ci[1], kind)}]"
 
 
@@ -238,12 +238,15 @@ def _md_fig(f: Fig | None, kind: str, mark: str = "") -> str:
     if f is None or f.value is None:
         return "–"
     ci = _ci_text(f, kind)
-    return f"{_num(f.value, kind)}{mark} {ci}" if f.ci else f"{_num(f.value, kind)}{mark} (no CI)"
+    if f.ci:
+        return f"{_num(f.value, kind)}{mark} {ci}"
+    return f"{_num(f.value, kind)}{mark} (n = {f.n})" if 0 < f.n < 2 else f"{_num(f.value, kind)}{mark} (no CI)"
 
 
 def _attacker_label(a: str) -> str:
     return {"sface": "SFace", "dlib-resnet": "dlib", "periocular": "periocular", "adaptive": "adaptive",
-            "deanon": "de-anon.", "linkability": "linkability"}.get(a, a.removeprefix("adaptive:") + " (adaptive)")
+            "periocular-sface": "periocular-SFace", "deanon": "de-anon.", "linkability": "linkability",
+            "same-key": "same-key"}.get(a, a.removeprefix("adaptive:") + " (adaptive)")
 
 
 def _columns(section: Section) -> list[tuple[str, str, str]]:
@@ -297,7 +300,7 @@ def _footnotes(section: Section) -> list[str]:
     if any(r.face_source == "mediapipe" for r in section.rows):
         notes.append(f"{MEDIAPIPE_MARK} face detected by MediaPipe (the landmarker several methods use), not the independent "
                      "detector of the face-presence gate.")
-    if any(f and f.value is not None and f.ci is None for r in section.rows for k, f in r.figs.items()):
+    if any(f and f.value is not None and f.ci is None and not 0 < f.n < 2 for r in section.rows for k, f in r.figs.items()):
         notes.append("no CI recorded: this suite did not record an interval for that figure.")
     return notes
 
@@ -333,13 +336,13 @@ def render_markdown(board: Board) -> str:
 # --- HTML ---------------------------------------------------------------------------------------
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1500px;color:#222;padding:0 1em}
-.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12px;margin:.5em 0 1em;
+.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:11.5px;margin:.5em 0 1em;
   font-family:'Segoe UI',Roboto,'Helvetica Neue','Liberation Sans',Arial,sans-serif}
-th,td{padding:3px 5px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
+th,td{padding:3px 3px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
 th{cursor:pointer;background:#f4f4f4;user-select:none;font-weight:600;min-width:3.5em}
 th.sorted-desc::after{content:" ▼"}th.sorted-asc::after{content:" ▲"}
 td:first-child,th:first-child,td.restoration{text-align:left}.frontier td:first-child{font-weight:bold}
-td small.ci{display:block;color:#666;font-size:10px;white-space:nowrap}td.method small{display:block;font-weight:normal}
+td small.ci{display:block;color:#666;font-size:9.5px;white-space:nowrap}td.method small{display:block;font-weight:normal}
 td.restoration{max-width:11em}.verified{color:#1a7f37}.mismatch{color:#b42318}.claimed{color:#777}details{margin:.3em 0}small{color:#666}
 .history{color:#555}h4{margin:1.2em 0 .2em}.plot{max-width:100%;overflow-x:auto}
 """

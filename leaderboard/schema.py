@@ -205,7 +205,8 @@ class Entry(Strict):
             if self.split != "test":
                 raise ValueError(f"entries come from the test split; this run scored {self.split!r}")
             self._check_evaluators()
-            bare = sorted(k for k, m in self.metrics.items() if is_shown(k) and m.value is not None and m.ci95 is None)
+            # a figure on fewer than 2 samples has no interval: it is shown with its n instead
+            bare = sorted(k for k, m in self.metrics.items() if is_shown(k) and m.value is not None and m.ci95 is None and m.n >= 2)
             if bare:
                 raise ValueError(f"metric(s) {', '.join(bare)} carry no 95% CI; entries of suite {self.suite_version} "
                                  "need a CI on every figure the board shows")

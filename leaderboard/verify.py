@@ -61,6 +61,14 @@ def _corpus_root(entry: Entry, dataset: str | None, progress: bool) -> Path:
 
     if dataset:
         return resolve_dataset(dataset)
+    from mema.generation.real_track import NAME as REAL_NAME
+    from mema.generation.real_track import VERSION as REAL_VERSION
+
+    if (entry.corpus.name, entry.corpus.version) == (REAL_NAME, REAL_VERSION):
+        from mema.cli.data import REAL_TRACK
+        from mema.generation.real_track import build_real_faces
+
+        return build_real_faces(resolve_dataset(REAL_TRACK), progress=progress)  # reused when already built
     preset = next((k for k, cfg in PRESETS.items() if cfg.name == entry.corpus.name and cfg.version == entry.corpus.version), None)
     if preset is None:
         raise BoardError(f"corpus {entry.corpus.name} {entry.corpus.version} is not a built-in preset; give --dataset PATH")

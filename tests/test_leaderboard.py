@@ -432,6 +432,9 @@ def test_schema_checks_the_new_figures():
     refused(lambda d: d["metrics"]["gate.face_detected_rate"].update(value=1.3, ci95=None), "outside its range")
     refused(lambda d: d["metrics"]["privacy.protection.periocular"].update(ci95=None), "carry no 95% CI")
     refused(lambda d: d["metrics"]["privacy.protection.periocular"].update(value=-0.1, ci95=None), "outside its range")
+    d = json.loads(json.dumps(data))  # one sample has no interval: accepted, and shown with its n
+    d["metrics"]["privacy.protection.periocular"].update(ci95=None, n=1)
+    Entry.model_validate(d)
     d = json.loads(json.dumps(data))
     d["suite_version"] = "0.1"  # older suites did not record CIs everywhere
     d["metrics"]["privacy.protection.periocular"]["ci95"] = None
@@ -519,3 +522,20 @@ def test_an_entry_scored_with_other_evaluators_or_on_dev_is_refused(tmp_path):
         else:
             with pytest.raises(BoardError, match=match):
                 entry_from_results(results, blob)
+
+
+def test_verify_finds_the_real_face_track_without_a_path(monkeypatch, tmp_path):
+    """Entries on the real-face track re-run on the track's own build (built or reused), like the presets."""
+    from types import SimpleNamespace
+
+    import mema.generation.real_track as real_track
+    from mema.leaderboard.verify import _corpus_root
+
+    calls = []
+    monkeypatch.setattr(real_track, "build_real_faces", lambda out, progress=True: calls.append(out) or out)
+    entry = SimpleNamespace(corpus=SimpleNamespace(name=real_track.NAME, version=real_track.VERSION))
+    root = _corpus_root(entry, None, progress=False)
+    assert calls == [root] and root.name == f"{real_track.NAME}-{real_track.VERSION}"
+    other = SimpleNamespace(corpus=SimpleNamespace(name="somebody-else", version="1"))
+    with pytest.raises(Exception, match="not a built-in preset"):
+        _corpus_root(other, None, progress=False)

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("verify", help="re-run an entry's method and record verified/mismatch")
     r.add_argument("entry", help="entry file name or stem, e.g. mosaic__mema-mini-1.0")
     r.add_argument("--method", help="method spec if not registered under the entry's name")
-    r.add_argument("--dataset", help="corpus folder (default: the entry's preset, built if missing)")
+    r.add_argument("--dataset", help="corpus folder (default: the entry's registered corpus, mini, tiny or real-faces, built if missing)")
     r.add_argument("--out", type=Path, help="mema-eval output folder (default runs/verify/ENTRY)")
     r.add_argument("--device", default=None)
     r.add_argument("--quiet", action="store_true")

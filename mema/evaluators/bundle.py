@@ -101,43 +101,66 @@ def load_shipped(corpus_info) -> tuple[Path, dict] | None:
     return folder, body
 
 
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy through the project's atomic write, so a crash never leaves a half-written evaluator."""
+    from mema.imageio import atomic_write_bytes
+
+    atomic_write_bytes(dst, Path(src).read_bytes())
+
+
 def install(cache: Path, corpus_info) -> dict | None:
-    """Copy the verified shipped bundle into ``cache`` (once); returns its record for results, or None."""
+    """Copy the verified shipped bundle into ``cache``; returns its record for results, or None.
+
+    Every cached file is re-hashed on each install (11 MB, well under a second): an evaluator edited or
+    truncated in the cache is replaced from the verified shipped copy, never used."""
     shipped = load_shipped(corpus_info)
     if shipped is None:
         return None
     folder, body = shipped
     stamp = cache / BUNDLE_JSON
-    if not stamp.exists() or json.loads(stamp.read_text()) != body:
-        for rel in body["files"]:
-            (cache / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(folder / rel, cache / rel)
-        shutil.copy2(folder / BUNDLE_JSON, stamp)
+    current = stamp.exists() and json.loads(stamp.read_text()) == body
+    for rel, want in body["files"].items():
+        if not current or not (cache / rel).exists() or _sha(cache / rel) != want:
+            _copy_atomic(folder / rel, cache / rel)
+    if not current:
+        _copy_atomic(folder / BUNDLE_JSON, stamp)
     return {"bundle": f"{corpus_info.name}-{corpus_info.version}", "sha256": _sha(folder / BUNDLE_JSON),
             "files": body["files"]}
+
+
+def _mini_bundle() -> tuple[Path, dict] | None:
+    """MeMa-mini 2.0's shipped bundle.json, verified against the weights manifest (None when it does not ship)."""
+    from mema.weights import weight_path
+
+    folder = shipped_dir("mema-mini", "2.0")
+    if not (folder / BUNDLE_JSON).exists():
+        return None
+    return folder, json.loads(weight_path(manifest_name("mema-mini", "2.0")).read_text())  # checks the manifest sha256
 
 
 def pretrained_periocular() -> tuple[dict | None, str | None]:
     """(state dict, what it is) of MeMa-mini's shipped periocular recogniser, to fine-tune from; (None, None) if absent."""
     import torch
 
-    folder = shipped_dir("mema-mini", "2.0")
-    if not (folder / BUNDLE_JSON).exists():
+    shipped = _mini_bundle()
+    if shipped is None:
         return None, None
-    body = json.loads((folder / BUNDLE_JSON).read_text())
+    folder, body = shipped
     want = body["files"].get("periocular.pt")
-    if want is None or _sha(folder / "periocular.pt") != want:
+    if want is None:
         return None, None
+    if _sha(folder / "periocular.pt") != want:
+        raise BundleError("shipped periocular.pt differs from its bundle.json; restore it from the repository")
     state = torch.load(folder / "periocular.pt", map_location="cpu", weights_only=True)
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, f"mema-mini-2.0 periocular.pt {want[:12]}"
 
 
 def copy_pretrained_segmenter(dest: Path) -> bool:
     """Copy MeMa-mini 2.0's shipped nnU-Net segmenter (verified against its bundle) to ``dest``; False if absent."""
-    folder = shipped_dir("mema-mini", "2.0")
-    if not (folder / BUNDLE_JSON).exists():
+    shipped = _mini_bundle()
+    if shipped is None:
         return False
-    body = json.loads((folder / BUNDLE_JSON).read_text())
+    folder, body = shipped
     files = {rel: sha for rel, sha in body["files"].items() if rel.startswith(SEGMENTER_DIR + "/")}
     if not files:
         return False
@@ -145,9 +168,7 @@ def copy_pretrained_segmenter(dest: Path) -> bool:
         if _sha(folder / rel) != want:
             raise BundleError(f"shipped segmenter file {rel} differs from its bundle.json; restore it from the repository")
     for rel in files:
-        out = Path(dest) / Path(rel).relative_to(SEGMENTER_DIR)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(folder / rel, out)
+        _copy_atomic(folder / rel, Path(dest) / Path(rel).relative_to(SEGMENTER_DIR))
     return True
 
 

@@ -7,6 +7,7 @@ mapped back to the input's pixel coordinates.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,27 @@ class FaceLandmarks:
         return float(np.linalg.norm(self.eye_center("left") - self.eye_center("right")))
 
 
+_OPEN: "weakref.WeakSet[LandmarkDetector]" = weakref.WeakSet()
+_HOOKED: list[bool] = []
+
+
+def _close_open_detectors() -> None:
+    for detector in list(_OPEN):
+        detector.close()
+
+
+def _close_at_exit(detector: "LandmarkDetector") -> None:
+    """Detectors still open at exit are closed before MediaPipe's worker threads stop: its own __del__ fails
+    then, with a traceback on stderr. Threading's exit hooks run before atexit's, newest first."""
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None and not _HOOKED:
+        register(_close_open_detectors)
+        _HOOKED.append(True)
+    _OPEN.add(detector)
+
+
 class LandmarkDetector:
     """MediaPipe FaceLandmarker in IMAGE mode. Use as a context manager or call :meth:`close`."""
 
@@ -63,6 +85,7 @@ class LandmarkDetector:
         )
         self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self.pad_fraction = pad_fraction
+        _close_at_exit(self)
 
     def detect(self, rgb: np.ndarray) -> FaceLandmarks | None:
         """Landmarks of the most prominent face in an HxWx3 uint8 image, or None when none is found."""
