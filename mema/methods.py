@@ -103,6 +103,7 @@ def _load_builtins() -> None:
         importlib.import_module("mema.baselines.rofi.method")
         importlib.import_module("mema.baselines.digital_mask")
         importlib.import_module("mema.baselines.facedefender")
+        importlib.import_module("mema.baselines.medsem.method")
         _BUILTINS_LOADED = True
 
 

@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# ResBlock, Upsample and the key-token transformer live in mema.baselines.blocks (shared with MedSem-DeID);
+# re-exported here so existing imports and ROFI's weights (same parameter names) keep working.
+from mema.baselines.blocks import KeyTokenTransformer, ResBlock, Upsample, transformer_stack  # noqa: F401
 from mema.baselines.rofi.config import ROFIConfig
 
 # ImageNet statistics: the detector's ResNet50 stages expect inputs normalised this way.
@@ -57,29 +60,6 @@ def sign_mask(scores: torch.Tensor, threshold: float, dilation: int) -> torch.Te
     return mask
 
 
-class ResBlock(nn.Module):
-    """Two 3x3 convolutions with ReLU and an identity skip; no batch norm (paper, Dec-Net)."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
-
-
-class Upsample(nn.Module):
-    """Nearest x2 then a 3x3 conv (no checkerboard artefacts of transposed convs)."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest")))
-
-
 class DecNet(nn.Module):
     """4 residual blocks, upsample, 2 residual blocks, upsample, 1 residual block, upsample, to RGB.
 
@@ -106,11 +86,7 @@ class DecNet(nn.Module):
 
 
 def _blocks(cfg: ROFIConfig, depth: int) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(
-        cfg.token_dim, cfg.heads, dim_feedforward=2 * cfg.token_dim, dropout=0.0,
-        activation="gelu", batch_first=True, norm_first=True,
-    )
-    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+    return transformer_stack(cfg.token_dim, cfg.heads, depth)
 
 
 class FeatureExtractor(nn.Module):
@@ -130,29 +106,11 @@ class FeatureExtractor(nn.Module):
         return self.net(x * 2.0 - 1.0)
 
 
-class IdentityTranslator(nn.Module):
+class IdentityTranslator(KeyTokenTransformer):
     """Flatten the feature map, prepend the key token (and the restore-mode token), transformer blocks, unflatten."""
 
     def __init__(self, cfg: ROFIConfig, restore_mode: bool = False):
-        super().__init__()
-        g, d = cfg.grid, cfg.token_dim
-        self.key_proj = nn.Linear(cfg.key_dim, d)
-        self.pos = nn.Parameter(torch.zeros(1, g * g, d))
-        nn.init.trunc_normal_(self.pos, std=0.02)
-        self.mode = nn.Parameter(torch.zeros(1, 1, d)) if restore_mode else None
-        if self.mode is not None:
-            nn.init.trunc_normal_(self.mode, std=0.02)
-        self.blocks = _blocks(cfg, cfg.translator_depth)
-        self.norm = nn.LayerNorm(d)
-
-    def forward(self, feat: torch.Tensor, key_vectors: torch.Tensor) -> torch.Tensor:
-        n, d, h, w = feat.shape
-        tokens = feat.flatten(2).transpose(1, 2) + self.pos
-        prefix = [self.key_proj(key_vectors).unsqueeze(1)]
-        if self.mode is not None:
-            prefix.append(self.mode.expand(n, -1, -1))
-        out = self.blocks(torch.cat(prefix + [tokens], dim=1))[:, len(prefix):]
-        return self.norm(out).transpose(1, 2).reshape(n, d, h, w)
+        super().__init__(cfg.token_dim, cfg.heads, cfg.translator_depth, cfg.key_dim, cfg.grid * cfg.grid, mode_token=restore_mode)
 
 
 class DAFormer(nn.Module):
