@@ -9,7 +9,7 @@ bash scripts/setup.sh
 export GLOG_minloglevel=2 TF_CPP_MIN_LOG_LEVEL=2
 methods=("$@")
 if [ ${#methods[@]} -eq 0 ]; then
-  methods=(identity mosaic blur blur-2 mask-out eye-crop dp-pix digital-mask facedefender rofi)
+  methods=(identity mosaic blur blur-2 mask-out eye-crop dp-pix digital-mask facedefender medsem-deid rofi)
 fi
 .venv/bin/mema-data build mini --quiet
 .venv/bin/mema-data build real-faces --quiet
