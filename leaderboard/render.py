@@ -338,8 +338,8 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1500px;color:#222;padding:0 1em}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:11.5px;margin:.5em 0 1em;
   font-family:'Segoe UI',Roboto,'Helvetica Neue','Liberation Sans',Arial,sans-serif}
-th,td{padding:3px 3px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
-th{cursor:pointer;background:#f4f4f4;user-select:none;font-weight:600;min-width:3.5em}
+th,td{padding:3px 2px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
+th{cursor:pointer;background:#f4f4f4;user-select:none;font-weight:600;min-width:3.2em}
 th.sorted-desc::after{content:" ▼"}th.sorted-asc::after{content:" ▲"}
 td:first-child,th:first-child,td.restoration{text-align:left}.frontier td:first-child{font-weight:bold}
 td small.ci{display:block;color:#666;font-size:9.5px;white-space:nowrap}td.method small{display:block;font-weight:normal}
