@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default corpus: build MeMa-mini (cached), verify it, and score a
-# method with mema-eval (METHOD=name to choose; default rofi, the built-in baseline). The first evaluation also trains
-# the reference evaluators once (about 30 minutes on 2 CPU cores; cached afterwards).
+# method with mema-eval (METHOD=name to choose; default rofi, the built-in baseline). The reference evaluators
+# are shipped; the first evaluation of a method trains its adaptive attackers once (minutes; cached afterwards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
