@@ -12,14 +12,12 @@ accelerate: the same command uses a GPU when there is one.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from tqdm import tqdm
 
 from mema.baselines.medsem.config import MedSemConfig
 from mema.baselines.medsem.losses import LossWeights, identity_cosines, jitter, objective, quantize
@@ -28,7 +26,7 @@ from mema.baselines.medsem.semantic import MedicalSemantics, SemanticUNet
 from mema.baselines.rofi.data import SplitTensors
 from mema.baselines.rofi.discriminators import PatchCritic, hinge_d_loss, hinge_g_loss
 from mema.baselines.rofi.identity import CosFaceHead, IdentityNet
-from mema.baselines.rofi.train import Checkpoints, Log
+from mema.baselines.rofi.train import Checkpoints, Log, accelerator, resumable_loop
 
 STAGES = ("identity", "semantic", "warmup", "deid")
 
@@ -75,38 +73,11 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (_flip(x, gen) * gain).clamp(0.0, 1.0)
 
 
-def accelerator(cfg: TrainConfig):
-    try:
-        from accelerate import Accelerator
-    except ImportError:
-        raise SystemExit("mema-train needs accelerate: pip install -e '.[train]'") from None
-    return Accelerator(mixed_precision=cfg.mixed_precision)
-
-
 def run_stage(stage: str, cfg: TrainConfig, steps: int, out: Path, modules: dict, optimizers: dict, step_fn,
               progress: bool) -> None:
-    """Resumable loop: restores modules and optimizers from the stage's latest checkpoint, runs step_fn(step)."""
-    ckpt, log = Checkpoints(out), Log(out / "train_log.jsonl")
-    start = 0
-    found = ckpt.latest(stage)
-    if found is not None:
-        start, state = found
-        for name, m in modules.items():
-            m.load_state_dict(state["modules"][name])
-        for name, o in optimizers.items():
-            o.load_state_dict(state["optimizers"][name])
-    t0 = time.time()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"medsem {stage}", disable=not progress)
-    for step in bar:
-        stats = step_fn(step)
-        if step % 20 == 0 or step == steps - 1:
-            bar.set_postfix({k: f"{v:.3f}" for k, v in list(stats.items())[:4]})
-            log.write(stage=stage, step=step, seconds=round(time.time() - t0, 1), **{k: round(v, 5) for k, v in stats.items()})
-        if (step + 1) % cfg.checkpointing_steps == 0 or step == steps - 1:
-            ckpt.save(stage, step + 1, {
-                "modules": {n: m.state_dict() for n, m in modules.items()},
-                "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-            })
+    """One stage through the loop ROFI's stages use, with this run's checkpoints and log."""
+    resumable_loop(stage, cfg, steps, Checkpoints(out), Log(out / "train_log.jsonl"), modules, optimizers, step_fn,
+                   progress, label="medsem")
 
 
 def stage_done(out: Path, stage: str, steps: int) -> bool:

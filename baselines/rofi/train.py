@@ -107,7 +107,8 @@ class Log:
             fh.write(json.dumps(row) + "\n")
 
 
-def _accelerator(cfg: TrainConfig):
+def accelerator(cfg):
+    """accelerate's Accelerator for ``cfg.mixed_precision`` (any training config with that field)."""
     try:
         from accelerate import Accelerator
     except ImportError:
@@ -115,8 +116,9 @@ def _accelerator(cfg: TrainConfig):
     return Accelerator(mixed_precision=cfg.mixed_precision)
 
 
-def _loop(stage, cfg, steps, ckpt, log, modules: dict, optimizers: dict, step_fn, progress: bool):
-    """Shared resumable loop: restores modules/optimizers from the latest checkpoint, runs step_fn(step)."""
+def resumable_loop(stage, cfg, steps, ckpt, log, modules: dict, optimizers: dict, step_fn, progress: bool, label: str = "rofi"):
+    """Shared resumable loop (ROFI's and MedSem-DeID's stages): restores modules/optimizers from the latest
+    checkpoint, runs step_fn(step), logs every 20 steps and checkpoints every ``cfg.checkpointing_steps``."""
     start = 0
     found = ckpt.latest(stage)
     if found is not None:
@@ -126,7 +128,7 @@ def _loop(stage, cfg, steps, ckpt, log, modules: dict, optimizers: dict, step_fn
         for name, o in optimizers.items():
             o.load_state_dict(state["optimizers"][name])
     t0 = time.time()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"rofi {stage}", disable=not progress)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"{label} {stage}", disable=not progress)
     for step in bar:
         stats = step_fn(step)
         if step % 20 == 0 or step == steps - 1:
@@ -140,7 +142,7 @@ def _loop(stage, cfg, steps, ckpt, log, modules: dict, optimizers: dict, step_fn
 
 
 def train_identity(data: SplitTensors, cfg: TrainConfig, out: Path, progress: bool = True) -> IdentityNet:
-    acc = _accelerator(cfg)
+    acc = accelerator(cfg)
     torch.manual_seed(cfg.seed)
     net, head = IdentityNet(), CosFaceHead(128, len(data.identities))
     opt = torch.optim.AdamW(list(net.parameters()) + list(head.parameters()), lr=1e-3, weight_decay=5e-4)
@@ -160,13 +162,13 @@ def train_identity(data: SplitTensors, cfg: TrainConfig, out: Path, progress: bo
         return {"loss": loss.item()}
 
     net.train()
-    _loop("identity", cfg, cfg.identity_steps, Checkpoints(out), Log(out / "train_log.jsonl"),
+    resumable_loop("identity", cfg, cfg.identity_steps, Checkpoints(out), Log(out / "train_log.jsonl"),
           {"net": net, "head": head}, {"opt": opt, "sched": sched}, step_fn, progress)
     return acc.unwrap_model(net).eval()
 
 
 def train_detector(data: SplitTensors, cfg: TrainConfig, out: Path, progress: bool = True) -> SignDetector:
-    acc = _accelerator(cfg)
+    acc = accelerator(cfg)
     torch.manual_seed(cfg.seed + 1)
     det = SignDetector(cfg.rofi.detector_window, cfg.rofi.image_size)
     opt = torch.optim.AdamW(det.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -190,7 +192,7 @@ def train_detector(data: SplitTensors, cfg: TrainConfig, out: Path, progress: bo
         return {"loss": loss.item()}
 
     det.train()
-    _loop("detector", cfg, cfg.detector_steps, Checkpoints(out), Log(out / "train_log.jsonl"),
+    resumable_loop("detector", cfg, cfg.detector_steps, Checkpoints(out), Log(out / "train_log.jsonl"),
           {"det": det}, {"opt": opt}, step_fn, progress)
     return acc.unwrap_model(det).eval()
 
@@ -206,7 +208,7 @@ def detector_scores(det: SignDetector, images: torch.Tensor, batch: int = 64, pr
 
 def train_translator(data: SplitTensors, scores: torch.Tensor, idnet: IdentityNet, cfg: TrainConfig, out: Path,
                      progress: bool = True) -> tuple[Protector, Restorer]:
-    acc = _accelerator(cfg)
+    acc = accelerator(cfg)
     torch.manual_seed(cfg.seed + 2)
     rc, w = cfg.rofi, cfg.losses
     protector, restorer = Protector(rc), Restorer(rc)
@@ -268,7 +270,7 @@ def train_translator(data: SplitTensors, scores: torch.Tensor, idnet: IdentityNe
         return {"g": g_loss.item(), "d": d_loss.item(), "psnr": psnr.item(), **{k: v.item() for k, v in losses.items()}}
 
     protector.train(), restorer.train(), d_global.train(), d_local.train()
-    _loop("translator", cfg, cfg.translator_steps, Checkpoints(out), Log(out / "train_log.jsonl"),
+    resumable_loop("translator", cfg, cfg.translator_steps, Checkpoints(out), Log(out / "train_log.jsonl"),
           {"protector": protector, "restorer": restorer, "d_global": d_global, "d_local": d_local},
           {"opt_g": opt_g, "opt_d": opt_d}, step_fn, progress)
     return acc.unwrap_model(protector).eval(), acc.unwrap_model(restorer).eval()
