@@ -198,3 +198,55 @@ def test_attacker_identities_never_include_an_evaluated_identity():
     split, recs = attacker_records(Corpus(), "test")
     assert split == "train" and recs
     assert "shared" not in {r.identity for r in recs}
+
+
+def test_zoo_embeds_the_same_side_by_side_as_one_after_another():
+    """Recognisers run in parallel threads; each embedding must equal its one-thread value, in the right column."""
+    import threading
+
+    from mema.evaluation.privacy import Zoo
+
+    class Rec:
+        def __init__(self, scale):
+            self.scale, self.threads = scale, set()
+            self.info = type("Info", (), {"dim": 3})()
+
+        def embed(self, img, lm):
+            self.threads.add(threading.get_ident())
+            return np.array([img.mean(), img.std(), self.scale])
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (8, 8, 3)).astype(np.uint8) for _ in range(6)]
+    lms = [object(), None, object(), object(), object(), object()]
+    names = {"a": Rec(1.0), "dlib-resnet": Rec(2.0), "c": Rec(3.0)}
+    serial = Zoo(names, progress=False, workers=1).embed(images, lms, "t")
+    parallel = Zoo(names, progress=False, workers=2).embed(images, lms, "t")
+    assert list(parallel) == list(serial) == ["a", "dlib-resnet", "c"]
+    for n in names:
+        np.testing.assert_array_equal(parallel[n], serial[n])
+        assert np.isnan(parallel[n][1]).all() and parallel[n][0, 2] == names[n].scale
+    assert len(set().union(*(r.threads for r in names.values()))) >= 2  # really ran on more than one thread
+
+
+def test_judge_values_on_originals_are_cached_per_judge(tmp_path):
+    """Method-independent values are computed once per record and judge; another judge recomputes them."""
+    from types import SimpleNamespace
+
+    from mema.evaluators.reference import ReferenceEvaluators
+
+    ref = ReferenceEvaluators.__new__(ReferenceEvaluators)
+    ref.folder = tmp_path
+    recs = [SimpleNamespace(id=f"r{i}") for i in range(4)]
+    calls = []
+
+    def compute(todo):
+        calls.append([r.id for r in todo])
+        return np.array([[int(r.id[1:]), 10.0] for r in todo])
+
+    first = ref.on_originals("seg", {"sha256": "a"}, recs[:2], compute)
+    again = ref.on_originals("seg", {"sha256": "a"}, recs, compute)
+    assert calls == [["r0", "r1"], ["r2", "r3"]]
+    np.testing.assert_array_equal(again[:2], first)
+    np.testing.assert_array_equal(again[:, 0], [0, 1, 2, 3])
+    ref.on_originals("seg", {"sha256": "b"}, recs[:1], compute)
+    assert calls[-1] == ["r0"]  # another judge: nothing reused

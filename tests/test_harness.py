@@ -32,9 +32,41 @@ def test_results_json_is_typed_and_complete(identity_run):
         assert loaded.metrics[f"identity.{name}.id_dis"].n > 0
     assert loaded.evaluators["classifier"]["sha256"]
     assert {"anonymize", "measure"} <= set(loaded.timings)
+    shares = [t for t in loaded.timings if t.startswith("measure.")]  # each task's share of the measure stage
+    assert {"measure.classification", "measure.gate", "measure.identity", "measure.segmentation", "measure.geometry"} <= set(shares)
+    assert sum(loaded.timings[t].seconds for t in shares) <= loaded.timings["measure"].seconds + 0.01
+    assert loaded.evaluators["recognisers"]["seconds"]["embed_outputs"] >= 0
     assert all(m.n >= 0 for m in loaded.metrics.values())
     with pytest.raises(Exception):
         Results.model_validate({**json.loads((out / "results.json").read_text()), "extra": 1})
+
+
+def test_torch_runs_on_the_pinned_thread_count_during_a_run_and_is_restored_after(tiny_corpus, tmp_path):
+    """Figures must not depend on the machine's cores: the method runs on the pinned count, the run records it,
+    and torch is left as it was."""
+    import numpy as np
+    import torch
+
+    from mema.evaluation.harness import EVAL_TORCH_THREADS
+    from mema.methods import MethodInfo
+
+    seen = []
+
+    class Probe:
+        info = MethodInfo(name="thread-probe", version="0", licence="none")
+
+        def anonymize(self, images, key=None):
+            seen.append(torch.get_num_threads())
+            return np.ascontiguousarray(images[:, ::-1])
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        res = Evaluation(load_corpus(tiny_corpus), Probe(), tmp_path / "probe", EvalConfig(tasks=["classification"]), progress=False).run()
+        assert seen and set(seen) == {EVAL_TORCH_THREADS} and res.environment["torch_threads"] == EVAL_TORCH_THREADS
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_identity_method_is_the_no_protection_reference(identity_run):

@@ -65,3 +65,27 @@ def test_embed_images_marks_images_without_a_face(face_and_landmarks):
     for name, e in emb.items():
         assert e.shape == (3, 128) and np.isnan(e[1]).all() and np.isfinite(e[[0, 2]]).all()
     np.testing.assert_array_equal(emb["sface"][0], SFace().embed(imgs[0], lms[0]))
+
+
+def test_sface_with_folded_weights_is_bit_identical_to_the_quantised_graph(face_and_landmarks):
+    """The folded graph is a speed-up only: every embedding must equal the unfolded model's, bit for bit."""
+    from mema.faces.align import align_crop, five_points
+
+    _, imgs, lms = face_and_landmarks
+    crops = np.stack([align_crop(i, five_points(l)) for i, l in zip(imgs, lms)])
+    noise = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3)).astype(np.uint8)
+    fast, plain = SFace(), SFace(fold_weights=False)
+    for batch in (crops, noise):
+        np.testing.assert_array_equal(fast.embed_aligned(batch), plain.embed_aligned(batch))
+
+
+def test_folding_replaces_every_constant_dequantization():
+    import onnx
+
+    from mema.faces.recognisers import fold_dequantized_weights
+    from mema.weights import weight_path
+
+    model = onnx.load(str(weight_path("sface_int8")))
+    before = sum(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    assert before > 0 and fold_dequantized_weights(model) == before
+    assert not any(n.op_type == "DequantizeLinear" for n in model.graph.node)

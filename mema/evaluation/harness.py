@@ -119,6 +119,11 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# CPU kernels split their sums by thread count, so float results move with it: one ROFI run on 2 threads against
+# its 1-thread board entry moved 9 of 86 metrics (the attackers' training and the method's own convolutions).
+# Pinned to one; the cores are used by running recognisers side by side instead (privacy.Zoo).
+EVAL_TORCH_THREADS = 1
+
 FIGURE_DECIMALS = 4  # float32 models differ across CPUs in the ~7th digit; figures are reported to 4 decimals
 
 
@@ -272,6 +277,18 @@ class Evaluation:
         return read_rgb(self.out / stage / f"{rec.id}.png")[0]
 
     def run(self) -> Results:
+        """Score the method. Torch runs on ``EVAL_TORCH_THREADS`` threads throughout (the method, the attackers'
+        training, the evaluators), so a run's figures do not depend on the machine's core count."""
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(EVAL_TORCH_THREADS)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(before)
+
+    def _run(self) -> Results:
         self._claim_folder()
         n = len(self.records)
         originals = {r.id: r.sha256 for r in self.records}
@@ -293,8 +310,9 @@ class Evaluation:
         outputs = {r.id: self._load("outputs", r) for r in self.records}
         restored = {r.id: self._load("restored", r) for r in self.records} if reversible else None
         wrong = {r.id: self._load("wrongkey", r) for r in self.records} if reversible else None
+        task = lambda name, fn: self._timed(f"measure.{name}", n, fn)  # noqa: E731  (each task's share of the measure stage)
         if "classification" in self.cfg.tasks:
-            evaluators["classifier"] = self._classification(outputs, restored, metrics, breakdowns, per_sample)
+            evaluators["classifier"] = task("classification", lambda: self._classification(outputs, restored, metrics, breakdowns, per_sample))
         statuses = [anonymized[r.id].get("status") for r in self.records]
         if any(st is not None for st in statuses):
             from collections import Counter
@@ -304,17 +322,17 @@ class Evaluation:
             for st, k in sorted(Counter(st or "unreported" for st in statuses).items()):
                 metrics[f"method.status.{st}"] = _metric(k / n, n, note=f"{k} of {n} outputs: the method's own per-sample status")
         evaluators["bundle"] = self.ref.bundle or {"bundle": None, "note": "evaluators trained on this machine (no shipped bundle)"}
-        detected = self._gate(outputs, metrics, per_sample, evaluators)
+        detected = task("gate", lambda: self._gate(outputs, metrics, per_sample, evaluators))
         if "identity" in self.cfg.tasks:
             from mema.evaluation.privacy import PrivacySuite
 
-            evaluators["recognisers"] = PrivacySuite(self).run(outputs, restored, wrong, detected, metrics, breakdowns, per_sample)
+            evaluators["recognisers"] = task("identity", lambda: PrivacySuite(self).run(outputs, restored, wrong, detected, metrics, breakdowns, per_sample))
         if "segmentation" in self.cfg.tasks:
-            evaluators["segmenter"] = self._segmentation(outputs, restored, metrics, per_sample)
+            evaluators["segmenter"] = task("segmentation", lambda: self._segmentation(outputs, restored, metrics, per_sample))
         if "geometry" in self.cfg.tasks:
-            self._geometry(outputs, metrics, per_sample)
+            task("geometry", lambda: self._geometry(outputs, metrics, per_sample))
         if reversible:
-            self._fidelity(restored, metrics)
+            task("fidelity", lambda: self._fidelity(restored, metrics))
         self.timings["measure"] = StageTiming(seconds=round(time.time() - t0, 3), images=n, images_per_s=round(n / (time.time() - t0), 2), peak_rss_mb=round(_rss_mb(), 1))
         seeds = {"evaluation": self.cfg.seed, "bootstrap": self.cfg.seed, "wrong_key": WRONG_KEY_SEED}
         if self.key is not None and self.key.key_id == key_from_seed(EVAL_KEY_SEED).key_id:
@@ -407,7 +425,8 @@ class Evaluation:
         gate = FacePresenceGate()
         scores = gate.scores(tqdm([outputs[r.id] for r in self.records], desc="face-presence gate", unit="img",
                                   disable=not self.progress, leave=False))
-        orig = gate.scores([self.corpus.load_image(r) for r in self.records])
+        orig = self.ref.on_originals("gate", gate.record, self.records,
+                                     lambda recs: gate.scores([self.corpus.load_image(r) for r in recs]))
         detected = scores > 0
         n = len(self.records)
         idx = np.arange(n)
@@ -435,19 +454,23 @@ class Evaluation:
         scores, per_set = {}, {}
         from mema.metrics.stats import bootstrap_ci
 
-        for suffix, images in sets.items():
-            d, j = [], []
-            for r in tqdm(recs, desc=f"segment{suffix or ' outputs'}", unit="img", disable=not self.progress, leave=False):
+        def scored(images, todo):
+            rows = []
+            for r in tqdm(todo, desc=f"segment {'originals' if images is None else 'outputs'}", unit="img", disable=not self.progress, leave=False):
                 ref = self.corpus.load_mask(r)
                 pred = seg.predict(self.corpus.load_image(r) if images is None else images[r.id])
-                d.append(dice(ref, pred))
-                j.append(jaccard(ref, pred))
-                if suffix == "":
-                    per_sample[r.id]["lesion_dice"] = None if np.isnan(d[-1]) else round(d[-1], 5)
-            d, j = np.array(d), np.array(j)
-            groups = np.array([r.identity for r in recs])
-            from mema.metrics.stats import bootstrap_ci
+                rows.append((dice(ref, pred), jaccard(ref, pred)))
+            return np.array(rows, float).reshape(len(todo), 2)
 
+        for suffix, images in sets.items():
+            # The originals' scores do not depend on the method: computed once per segmenter and cached.
+            dj = self.ref.on_originals("segmentation", seg.record, recs, lambda todo: scored(None, todo)) if images is None \
+                else scored(images, recs)
+            d, j = dj[:, 0], dj[:, 1]
+            if suffix == "":
+                for r, v in zip(recs, d):
+                    per_sample[r.id]["lesion_dice"] = None if np.isnan(v) else round(float(v), 5)
+            groups = np.array([r.identity for r in recs])
             ci = bootstrap_ci(lambda b: np.nanmean(d[b]), len(d), groups=groups, seed=self.cfg.seed)
             n_valid = int(np.isfinite(d).sum())
             metrics[f"segmentation.dice{suffix}"] = _metric(np.nanmean(d), n_valid, ci, hib=True, note=f"n_ref={len(recs)} lesion images")

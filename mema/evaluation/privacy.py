@@ -72,27 +72,56 @@ def strongest(views: list[Identified]) -> Identified | None:
     return max(views, key=rate)
 
 
-class Zoo:
-    """The recognisers an attacker may use, with batched embedding of images cropped by original landmarks."""
+def embed_workers() -> int:
+    """Recognisers embedded side by side: one per usable core (each runs single-threaded, so the figures do not
+    depend on this count)."""
+    import os
 
-    def __init__(self, recognisers: dict, progress: bool = True):
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, int(os.environ.get("MEMA_EMBED_WORKERS", cores)))
+
+
+class Zoo:
+    """The recognisers an attacker may use, with batched embedding of images cropped by original landmarks.
+
+    Recognisers run concurrently, one thread each (onnxruntime, dlib and torch release the GIL while they
+    compute); each recogniser itself runs on one thread, so its embeddings are the same whatever the count."""
+
+    def __init__(self, recognisers: dict, progress: bool = True, workers: int | None = None):
         self.recognisers = recognisers
         self.progress = progress
+        self.workers = workers if workers is not None else embed_workers()
+
+    def _embed_one(self, name: str, images: list[np.ndarray], landmarks: list, bar) -> np.ndarray:
+        rec = self.recognisers[name]
+        if hasattr(rec, "embed_many"):
+            out = rec.embed_many(images, landmarks).astype(np.float64)
+            bar.update(len(images))
+            return out
+        rows = []
+        for img, lm in zip(images, landmarks):
+            rows.append(rec.embed(img, lm) if lm is not None else None)
+            bar.update(1)
+        dim = next((len(r) for r in rows if r is not None), rec.info.dim)
+        return np.stack([r if r is not None else np.full(dim, np.nan) for r in rows]).astype(np.float64) if rows \
+            else np.zeros((0, dim))
 
     def embed(self, images: list[np.ndarray], landmarks: list, desc: str, names=None) -> dict[str, np.ndarray]:
-        out = {}
-        for name in (names if names is not None else self.recognisers):
-            rec = self.recognisers[name]
-            if hasattr(rec, "embed_many"):
-                out[name] = rec.embed_many(images, landmarks).astype(np.float64)
-                continue
-            rows = []
-            for img, lm in tqdm(list(zip(images, landmarks)), desc=f"{desc} ({name})", unit="img", disable=not self.progress, leave=False):
-                rows.append(rec.embed(img, lm) if lm is not None else None)
-            dim = next((len(r) for r in rows if r is not None), rec.info.dim)
-            out[name] = np.stack([r if r is not None else np.full(dim, np.nan) for r in rows]).astype(np.float64) if rows \
-                else np.zeros((0, dim))
-        return out
+        from concurrent.futures import ThreadPoolExecutor
+
+        names = list(names if names is not None else self.recognisers)
+        # The slowest first, so that the others fill the remaining workers meanwhile.
+        order = sorted(names, key=lambda n: n != "dlib-resnet")
+        with tqdm(total=len(images) * len(names), desc=f"{desc} ({', '.join(names)})", unit="img", disable=not self.progress, leave=False) as bar:
+            if self.workers > 1 and len(names) > 1:
+                with ThreadPoolExecutor(min(self.workers, len(names))) as pool:
+                    done = dict(zip(order, pool.map(lambda n: self._embed_one(n, images, landmarks, bar), order)))
+            else:
+                done = {n: self._embed_one(n, images, landmarks, bar) for n in order}
+        return {n: done[n] for n in names}
 
 
 def method_fingerprint(method, key_id: str | None, corpus_fp: str, extra: dict | None = None) -> str:
@@ -177,17 +206,24 @@ class PrivacySuite:
             self.info[name] = {**rec.record, "threshold": tau, "far": ev.cfg.far, "calibration": cal}
             self.gallery_emb[name] = np.stack([ref_emb[g.id] for g in gallery]).astype(np.float64)
             orig_emb[name] = np.stack([ref_emb[r.id] for r in recs]).astype(np.float64)
+        import time
+
+        seconds = {}
+        t = time.time()
         out_emb = zoo.embed([outputs[r.id] for r in recs], lms, "embed outputs")
         self.out_emb = out_emb
-        zoo_views = []
+        seconds["embed_outputs"] = round(time.time() - t, 1)
         for name in zoo.recognisers:
-            zoo_views.append(self._zoo_metrics(name, orig_emb[name], out_emb[name], ids, metrics, breakdowns, per_sample))
-            if restored is not None:
-                self._reversibility(name, restored, wrong, orig_emb[name], ids, lms, metrics)
+            self._zoo_metrics(name, orig_emb[name], out_emb[name], ids, metrics, breakdowns, per_sample)
+        if restored is not None:
+            t = time.time()
+            self._reversibility(restored, wrong, orig_emb, ids, lms, metrics)
+            seconds["reversibility"] = round(time.time() - t, 1)
         self._linkability(out_emb, ids, metrics)
         if "adaptive-attack" in ev.cfg.tasks:
             self._attacks(outputs, ids, lms, metrics)
         self._worst_case(detected, metrics)
+        self.info["seconds"] = seconds
         return self.info
 
     def _zoo_metrics(self, name, orig, out, ids, metrics, breakdowns, per_sample) -> Identified:
@@ -226,10 +262,15 @@ class PrivacySuite:
         self._protection(name, Identified(hit, ok, name), metrics, f"{name} rank-1 against the original gallery")
         return view
 
-    def _reversibility(self, name, restored, wrong, orig, ids, lms, metrics) -> None:
+    def _reversibility(self, restored, wrong, orig_emb, ids, lms, metrics) -> None:
         recs = self.ev.records
+        res_emb = self.zoo.embed([restored[r.id] for r in recs], lms, "embed restored")
+        wr_emb = self.zoo.embed([wrong[r.id] for r in recs], lms, "embed wrong-key")
+        for name in self.zoo.recognisers:
+            self._reversibility_of(name, orig_emb[name], res_emb[name], wr_emb[name], ids, metrics)
+
+    def _reversibility_of(self, name, orig, res, wr, ids, metrics) -> None:
         tau = self.info[name]["threshold"]
-        res = self.zoo.embed([restored[r.id] for r in recs], lms, "embed restored", [name])[name]
         okr = np.flatnonzero(np.isfinite(orig).all(1) & np.isfinite(res).all(1))
         dres = l2_distance(orig, res)
         ev = self.ev
@@ -237,7 +278,6 @@ class PrivacySuite:
                                                                        ev._ci(lambda i: dres[i].mean(), okr), unit="L2", hib=False)
         metrics[f"reversibility.{name}.same_person_rate_restored"] = self._metric(accept_rate(dres[okr], tau), len(okr),
                                                                                  ev._ci(lambda i: np.mean(dres[i] < tau), okr), hib=True)
-        wr = self.zoo.embed([wrong[r.id] for r in recs], lms, "embed wrong-key", [name])[name]
         view = identify(wr, ids, self.gallery_emb[name], self.gallery_ids, name)
         okw = np.flatnonzero(view.usable)
         metrics[f"reversibility.{name}.wrong_key_protection_rate"] = self._metric(
@@ -387,9 +427,32 @@ class PrivacySuite:
         costs["deanon"] = round(time.time() - t, 1)
         self.info["attack_seconds"] = costs
 
-    def _adaptive(self, aouts, a_ids, a_lms, anon_idx, arecs, alms, aorig, out_list, ids, lms, sec) -> list[Identified]:
-        import torch
+    def _attacker_embeddings(self, aouts, aorigs, a_lms, sec) -> tuple[dict, dict]:
+        """The attacker's outputs and originals embedded by ``sec``, cached beside the attacker's weights: they depend
+        only on what the cache folder is keyed by, plus the recognisers' records and the exact pixels (both hashed)."""
+        import io
 
+        from mema.imageio import atomic_write_bytes
+
+        h = hashlib.sha256(json.dumps({n: self.zoo.recognisers[n].record for n in sec}, sort_keys=True, default=str).encode())
+        for arr in (np.ascontiguousarray(aouts), np.ascontiguousarray(np.stack(aorigs))):
+            h.update(arr.tobytes())
+        h.update(json.dumps([None if lm is None else np.asarray(lm.points).tolist() for lm in a_lms]).encode())
+        fp = h.hexdigest()
+        path = self._attack_cache() / "attacker_embeddings.npz"
+        if path.exists():
+            with np.load(path) as data:
+                if str(data["fingerprint"]) == fp:
+                    return ({n: data[f"out__{n}"] for n in sec}, {n: data[f"org__{n}"] for n in sec})
+        both = self.zoo.embed(list(aouts) + list(aorigs), list(a_lms) * 2, "embed attacker outputs and originals", sec)
+        k = len(aouts)
+        a_out, a_org = {n: e[:k] for n, e in both.items()}, {n: e[k:] for n, e in both.items()}
+        buf = io.BytesIO()
+        np.savez(buf, fingerprint=np.array(fp), **{f"out__{n}": a_out[n] for n in sec}, **{f"org__{n}": a_org[n] for n in sec})
+        atomic_write_bytes(path, buf.getvalue())
+        return a_out, a_org
+
+    def _adaptive(self, aouts, a_ids, a_lms, anon_idx, arecs, alms, aorig, out_list, ids, lms, sec) -> list[Identified]:
         from mema.attackers.adaptive import feature_map_attack
         from mema.attackers.periocular import embed_crops, load_net, state_bytes, train_periocular
         from mema.faces.eyecrop import periocular_crop
@@ -398,8 +461,7 @@ class PrivacySuite:
         ev = self.ev
         views = []
         # Feature map over the secondary recognisers' concatenated unit embeddings.
-        a_out = self.zoo.embed(list(aouts), a_lms, "embed attacker outputs", sec)
-        a_org = self.zoo.embed([aorig[i] for i in anon_idx], a_lms, "embed attacker originals", sec)
+        a_out, a_org = self._attacker_embeddings(aouts, [aorig[i] for i in anon_idx], a_lms, sec)
         x = np.hstack([a_out[n] for n in sec])
         y = np.hstack([a_org[n] for n in sec])
         ok = np.isfinite(x).all(1) & np.isfinite(y).all(1)
@@ -424,7 +486,6 @@ class PrivacySuite:
                 crops += [periocular_crop(aorig[i], alms[i]) for i in range(len(arecs))]
                 labels = np.concatenate([a_ids, np.array([r.identity for r in arecs])])
                 init = {k: v.clone() for k, v in base.net.state_dict().items()}
-                torch.set_num_threads(max(1, torch.get_num_threads()))
                 net, report = train_periocular(np.stack(crops), labels, epochs=_epochs(FINETUNE_EPOCHS, 4), lr=5e-4, seed=ev.cfg.seed, init=init,
                                                device=ev.device, progress=ev.progress)
                 atomic_write_bytes(path, state_bytes(net))

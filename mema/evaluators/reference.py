@@ -246,6 +246,23 @@ class ReferenceEvaluators:
         _save_npz(path, ids=np.array(ids), emb=emb)
         return dict(zip(ids, emb))
 
+    def on_originals(self, kind: str, judge: dict, records, compute) -> np.ndarray:
+        """Per-record values of a judge on the original images (``compute(records) -> (n, ...) array``), cached
+        here: they do not depend on the method scored. The cache is keyed by the judge's record (weights hash)."""
+        path = self.folder / f"originals_{kind}.npz"
+        fp = hashlib.sha256(json.dumps(judge, sort_keys=True, default=str).encode()).hexdigest()
+        table: dict[str, np.ndarray] = {}
+        if path.exists():
+            with np.load(path) as data:
+                if str(data["judge"]) == fp:
+                    table = dict(zip(data["ids"].tolist(), data["values"]))
+        missing = [r for r in records if r.id not in table]
+        if missing:
+            table.update(zip([r.id for r in missing], np.asarray(compute(missing))))
+            ids = sorted(table)
+            _save_npz(path, judge=np.array(fp), ids=np.array(ids), values=np.stack([table[i] for i in ids]))
+        return np.stack([table[r.id] for r in records]) if records else np.zeros((0,))
+
     def thresholds(self, recogniser, name: str) -> dict:
         """Same-person thresholds at FAR 1% and 0.1%, calibrated on val photos vs the gallery."""
         from mema.metrics.identity import accept_rate, calibrate_threshold, pairwise_l2
