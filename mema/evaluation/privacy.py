@@ -81,7 +81,12 @@ def embed_workers() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, int(os.environ.get("MEMA_EMBED_WORKERS", cores)))
+    value = os.environ.get("MEMA_EMBED_WORKERS", str(cores))
+    if not value.isdigit() or int(value) < 1:
+        from mema.evaluation.harness import EvalError
+
+        raise EvalError(f"MEMA_EMBED_WORKERS must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 class Zoo:
